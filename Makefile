@@ -1,0 +1,41 @@
+# Sketchsearch: the two commands are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint typecheck pytest venv setup demo serve clean-var
+
+# The venv is rebuilt only when a requirements file changes (stamp files), so a second `make run` is quick.
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.runtime-stamp: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev-stamp: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime-stamp
+
+venv: $(VENV)/.runtime-stamp
+
+# make run: install, migrate, load the demo collection (and, once built, its features and index), serve.
+run: $(VENV)/.runtime-stamp
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py setup_demo
+	@echo "Sketchsearch is serving on http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/, Ctrl+C stops)"
+	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
+
+# make test: lint, format check, type check, then the whole pytest suite.
+test: $(VENV)/.dev-stamp
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+	$(VENV)/bin/pytest
+
+clean-var:
+	rm -rf var/

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.db import IntegrityError, connection, transaction
+
+from indexing.models import BucketEntry, Feature, HashTable, Image, LSHIndex
+from tests.factories import make_collection, make_extractor, make_image
+
+pytestmark = pytest.mark.django_db
+
+
+def test_same_file_twice_in_a_collection_violates_the_sha_constraint() -> None:
+    collection = make_collection()
+    image = make_image(collection, seed=1)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Image.objects.create(collection=collection, sha256=image.sha256, file=image.file.name)
+    # ... but another collection may hold the same bytes.
+    Image.objects.create(collection=make_collection("other"), sha256=image.sha256, file=image.file.name)
+
+
+def test_one_feature_per_image_and_extractor() -> None:
+    image = make_image(make_collection(), seed=1)
+    extractor = make_extractor()
+    vector = np.ones(8, dtype="<f4").tobytes()
+    Feature.objects.create(image=image, extractor=extractor, vector=vector)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Feature.objects.create(image=image, extractor=extractor, vector=vector)
+    stored = Feature.objects.get()
+    assert np.frombuffer(bytes(stored.vector), dtype="<f4").tolist() == [1.0] * 8
+
+
+def _index(version: int, *, active: bool = False) -> LSHIndex:
+    return LSHIndex.objects.create(
+        name="default", version=version, extractor=make_extractor(f"e{version}"), family="binary",
+        num_tables=1, hashes_per_table=4, is_active=active,
+    )  # fmt: skip
+
+
+def test_an_image_sits_in_one_bucket_per_table() -> None:
+    image = make_image(make_collection(), seed=1)
+    table = HashTable.objects.create(index=_index(1), number=0, params=b"")
+    BucketEntry.objects.create(table=table, key=-(2**63), image=image)  # the full signed 64-bit range fits
+    with pytest.raises(IntegrityError), transaction.atomic():
+        BucketEntry.objects.create(table=table, key=5, image=image)
+    assert BucketEntry.objects.get().key == -(2**63)
+
+
+def test_only_one_active_version_per_index_name() -> None:
+    _index(1, active=True)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        _index(2, active=True)
+    _index(3, active=False)
+
+
+def test_bucket_lookup_uses_the_table_key_index() -> None:
+    # The composite (table, key) index must exist in the real schema, on PostgreSQL and SQLite alike.
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, BucketEntry._meta.db_table)
+    indexed = [c["columns"] for c in constraints.values() if c["index"] or c["unique"]]
+    assert ["table_id", "key"] in indexed
+    assert ["table_id", "image_id"] in indexed

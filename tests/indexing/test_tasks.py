@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.db import connection
+
+from indexing.models import Image, Job
+from indexing.services.jobs import collection_import_queue
+from sketchsite.celery import app
+from tests.conftest import write_tu_berlin
+
+REDIS_URL = os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/15"
+
+
+def _redis_reachable() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def real_worker() -> Iterator[None]:
+    """A Celery worker thread consuming from Redis (celery.contrib.testing), not eager mode."""
+    if not _redis_reachable():
+        pytest.skip(f"Redis is not reachable at {REDIS_URL}")
+    if connection.vendor == "sqlite":
+        # Seen here: after pytest-django's non-transactional tests, a worker thread's task on the SQLite test
+        # database never completes. CI's PostgreSQL run exercises this path; the SQLite run uses eager mode.
+        pytest.skip("the real-worker test runs on PostgreSQL (DATABASE_URL=postgres://...)")
+    from celery.contrib.testing.worker import start_worker
+
+    keys = ("broker_url", "task_always_eager", "broker_connection_retry")
+    previous = {key: app.conf[key] for key in keys}
+    app.conf.update(broker_url=REDIS_URL, task_always_eager=False, broker_connection_retry=False)
+    app.control.purge()  # messages left by an interrupted earlier run would run first, against other rows
+    try:
+        with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False, shutdown_timeout=30):
+            yield
+    finally:
+        app.conf.update(previous)
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_import_runs_through_a_real_worker(real_worker: None, tmp_path: Path) -> None:
+    root = write_tu_berlin(tmp_path / "tu", {"cat": [1, 2, 3], "dog": [1, 2]})
+    job = collection_import_queue(path=str(root), name="tu", kind="sketches", test_per_class=1)
+    assert job.celery_task_id
+    # The worker thread writes the Job row when it finishes; poll the database, not a result backend.
+    deadline = time.monotonic() + 60
+    while job.status not in (Job.Status.DONE, Job.Status.FAILED) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job.refresh_from_db()
+    assert job.status == Job.Status.DONE, job.message
+    assert "imported 5 of 5" in job.message
+    assert Image.objects.filter(split="test").count() == 2
+
+
+@pytest.mark.django_db
+def test_eager_mode_runs_the_task_in_process(tmp_path: Path, django_capture_on_commit_callbacks: Any) -> None:
+    if not app.conf.task_always_eager:
+        pytest.skip("a broker is configured: tasks are not eager in this run")
+    root = write_tu_berlin(tmp_path / "tu", {"cat": [1, 2]})
+    with django_capture_on_commit_callbacks(execute=True):
+        job = collection_import_queue(path=str(root), name="tu", kind="sketches", test_per_class=0)
+    job.refresh_from_db()
+    assert job.status == Job.Status.DONE
+    assert Image.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_a_failed_import_marks_its_job_failed(tmp_path: Path, django_capture_on_commit_callbacks: Any) -> None:
+    if not app.conf.task_always_eager:
+        pytest.skip("a broker is configured: tasks are not eager in this run")
+    with pytest.raises(ValueError, match="no such folder"), django_capture_on_commit_callbacks(execute=True):
+        collection_import_queue(path=str(tmp_path / "missing"), name="x", kind="sketches", test_per_class=0)
+    job = Job.objects.get()
+    assert job.status == Job.Status.FAILED
+    assert "no such folder" in job.message
