@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexing.lsh.scan import as_unit_float32, cosine_top_k, normalize, rerank
+
+
+def _brute_force(matrix: np.ndarray, queries: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    scores = queries.astype(np.float64) @ matrix.astype(np.float64).T
+    rows = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+    return rows, np.take_along_axis(scores, rows, axis=1)
+
+
+@pytest.mark.parametrize("block_size", [1, 37, 65536])
+def test_scan_equals_brute_force_argsort(block_size: int) -> None:
+    rng = np.random.default_rng(0)
+    matrix = normalize(rng.standard_normal((300, 16)))
+    queries = normalize(rng.standard_normal((7, 16)))
+    rows, scores = cosine_top_k(matrix, queries, 10, block_size=block_size)
+    expected_rows, expected_scores = _brute_force(matrix, queries, 10)
+
+    assert rows.dtype == np.int64
+    assert scores.dtype == np.float32
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_allclose(scores, expected_scores, atol=1e-5)
+
+
+def test_scan_returns_whole_collection_when_top_k_exceeds_it() -> None:
+    matrix = normalize(np.random.default_rng(1).standard_normal((4, 3)))
+    rows, scores = cosine_top_k(matrix, matrix[2], 10)
+    assert rows.shape == (1, 4)
+    assert rows[0, 0] == 2
+    assert scores[0, 0] == pytest.approx(1.0)
+
+
+def test_scan_breaks_ties_by_row() -> None:
+    matrix = normalize(np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]]))
+    rows, _ = cosine_top_k(matrix, np.array([1.0, 0.0]), 3, block_size=2)
+    assert rows.tolist() == [[0, 2, 3]]
+
+
+def test_rerank_orders_candidates_by_cosine() -> None:
+    rng = np.random.default_rng(2)
+    matrix = normalize(rng.standard_normal((50, 8)))
+    candidates = np.array([3, 17, 42, 8, 29])
+    rows, scores = rerank(matrix, candidates, matrix[42], 3)
+    expected = candidates[np.argsort(-(matrix[candidates] @ matrix[42]))][:3]
+    np.testing.assert_array_equal(rows, expected)
+    assert rows[0] == 42
+    assert scores[0] == pytest.approx(1.0)
+    assert rerank(matrix, np.array([], dtype=np.int64), matrix[0], 3)[0].shape == (0,)
+
+
+def test_normalize_keeps_zero_vectors_zero() -> None:
+    vectors = normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_as_unit_float32_shares_normalised_arrays_and_copies_the_rest() -> None:
+    unit = normalize(np.random.default_rng(3).standard_normal((5, 4)))
+    assert as_unit_float32(unit) is unit
+    raw = unit * 2.0
+    normalised = as_unit_float32(raw)
+    assert normalised is not raw
+    np.testing.assert_allclose(normalised, unit, atol=1e-6)
+
+
+def test_scan_rejects_bad_arguments() -> None:
+    matrix = normalize(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="top_k must be >= 1, got 0"):
+        cosine_top_k(matrix, matrix, 0)
+    with pytest.raises(ValueError, match="must agree"):
+        cosine_top_k(matrix, np.ones((1, 3)), 1)
+    with pytest.raises(ValueError, match="NaN"):
+        normalize(np.array([np.nan, 1.0]))
