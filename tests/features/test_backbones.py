@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from indexing.features import backbones
+from indexing.features.backbones import (
+    Backbone,
+    WeightsUnavailableError,
+    available_backbones,
+    backbone_spec,
+    l2_normalize,
+    load_backbone,
+)
+from indexing.features.preprocess import load_image, preprocess_sketch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def mobilenet() -> Backbone:
+    return load_backbone("mobilenet_v1")
+
+
+def test_importing_the_package_loads_no_tensorflow_or_django() -> None:
+    code = (
+        "import sys, indexing.features, indexing.features.backbones, indexing.features.pipeline; "
+        "print(sorted({'tensorflow', 'keras', 'django', 'ai_edge_litert'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_registry_lists_the_required_backbones() -> None:
+    assert {"mobilenet_v1", "inception_v3"} <= set(available_backbones())
+    assert backbone_spec("inception_v3").dim == 2048
+    assert backbone_spec("mobilenet_v1").input_size == 224
+
+
+def test_unknown_backbone_names_the_bad_value() -> None:
+    with pytest.raises(ValueError, match="'vgg99'"):
+        load_backbone("vgg99")
+
+
+def test_l2_normalize_leaves_zero_rows_zero() -> None:
+    out = l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]])
+
+
+# --------------------------------------------------------------------------------------------- mobilenet_v1
+
+
+def test_mobilenet_describes_itself(mobilenet: Backbone) -> None:
+    assert isinstance(mobilenet, Backbone)
+    assert (mobilenet.name, mobilenet.input_size, mobilenet.dim, mobilenet.weights) == (
+        "mobilenet_v1",
+        224,
+        1024,
+        "shipped",
+    )
+    # MobileNetV1 1.0 without its classifier: ~3.2 M weights (BN folded into the convolutions).
+    assert 3_100_000 < mobilenet.param_count < 3_300_000
+
+
+def test_mobilenet_embeds_l2_normalised_float32(mobilenet: Backbone) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    vectors = mobilenet.embed(images)
+    assert vectors.shape == (3, 1024)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_mobilenet_is_deterministic_and_batch_independent(mobilenet: Backbone) -> None:
+    images = np.random.default_rng(1).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    batch = mobilenet.embed(images)
+    np.testing.assert_array_equal(batch, mobilenet.embed(images))
+    np.testing.assert_array_equal(batch[1:], mobilenet.embed(images[1:]))
+
+
+def test_mobilenet_resize_mode_matches_loop_mode(mobilenet: Backbone) -> None:
+    images = np.random.default_rng(2).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    resized = load_backbone("mobilenet_v1", num_threads=1, batch_mode="resize")
+    np.testing.assert_allclose(resized.embed(images), mobilenet.embed(images), atol=1e-6)
+
+
+def test_mobilenet_empty_batch(mobilenet: Backbone) -> None:
+    assert mobilenet.embed(np.zeros((0, 224, 224, 3), dtype=np.uint8)).shape == (0, 1024)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "message"),
+    [
+        ((1, 299, 299, 3), np.uint8, "299"),
+        ((224, 224, 3), np.uint8, r"\(224, 224, 3\)"),
+        ((1, 224, 224, 3), np.float32, "float32"),
+    ],
+)
+def test_mobilenet_rejects_wrong_input(mobilenet: Backbone, shape: tuple[int, ...], dtype: type, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        mobilenet.embed(np.zeros(shape, dtype=dtype))
+
+
+def test_mobilenet_rejects_other_input_sizes() -> None:
+    with pytest.raises(ValueError, match="input_size=160"):
+        load_backbone("mobilenet_v1", input_size=160)
+
+
+def test_mobilenet_missing_model_file(tmp_path: Path) -> None:
+    with pytest.raises(WeightsUnavailableError, match="missing.tflite"):
+        load_backbone("mobilenet_v1", weights=str(tmp_path / "missing.tflite"))
+
+
+def _shifted(img: Image.Image) -> Image.Image:
+    # A slightly different drawing of the same thing: rotated by 4 degrees and moved, on a larger canvas.
+    canvas = Image.new("L", (img.width + 40, img.height + 40), 255)
+    canvas.paste(img.convert("L").rotate(4, fillcolor=255), (25, 10))
+    return canvas
+
+
+def test_similar_sketches_are_closer_than_different_ones(mobilenet: Backbone, tu_berlin: Path) -> None:
+    pairs = [("ant", "sun"), ("bicycle", "fish"), ("guitar", "tree")]
+    for cls, other in pairs:
+        sketch = load_image(sorted((tu_berlin / cls).glob("*.png"))[0])
+        different = load_image(sorted((tu_berlin / other).glob("*.png"))[0])
+        images = np.stack([preprocess_sketch(img, 224) for img in (sketch, _shifted(sketch), different)])
+        vectors = mobilenet.embed(images)
+        near, far = float(vectors[0] @ vectors[1]), float(vectors[0] @ vectors[2])
+        assert near > far + 0.05, f"{cls}: shifted copy {near:.3f} vs {other} {far:.3f}"
+
+
+def test_same_class_is_closer_than_other_classes_on_average(mobilenet: Backbone, tu_berlin: Path) -> None:
+    classes = ["ant", "sun", "bicycle", "guitar"]
+    images, labels = [], []
+    for label, cls in enumerate(classes):
+        for path in sorted((tu_berlin / cls).glob("*.png"))[:5]:
+            images.append(preprocess_sketch(load_image(path), 224))
+            labels.append(label)
+    vectors = mobilenet.embed(np.stack(images))
+    sims = vectors @ vectors.T
+    same = np.equal.outer(labels, labels) & ~np.eye(len(labels), dtype=bool)
+    other = ~np.equal.outer(labels, labels)
+    assert sims[same].mean() > sims[other].mean() + 0.05
+
+
+# --------------------------------------------------------------------------------------------- inception_v3
+
+
+def test_inception_imagenet_weights_raise_quickly_when_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # an empty Keras cache
+    monkeypatch.setattr(backbones, "keras_cache_candidates", lambda name: [tmp_path / "models" / name])
+    monkeypatch.setattr(backbones, "_host_reachable", lambda host, port=443, timeout=3.0: False)
+    start = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError, match="not cached at .*inception_v3_weights"):
+        load_backbone("inception_v3")  # weights=None -> "imagenet"
+    assert time.perf_counter() - start < 1.0
+
+
+def test_inception_imagenet_weights_raise_on_this_machine_when_not_cached() -> None:
+    cached = any(p.is_file() for p in backbones.keras_cache_candidates(backbones.INCEPTION_V3_NOTOP_FILE))
+    if cached or backbones._host_reachable("storage.googleapis.com", timeout=2.0):
+        pytest.skip("InceptionV3 ImageNet weights are cached or downloadable here")
+    with pytest.raises(WeightsUnavailableError, match="mobilenet_v1"):
+        load_backbone("inception_v3", weights="imagenet")
+
+
+def test_inception_missing_weights_file(tmp_path: Path) -> None:
+    with pytest.raises(WeightsUnavailableError, match="nope.h5"):
+        load_backbone("inception_v3", weights=str(tmp_path / "nope.h5"))
+
+
+def test_unreachable_host_probe_returns_false_fast() -> None:
+    start = time.perf_counter()
+    assert backbones._host_reachable("host.invalid", timeout=1.0) is False
+    assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.slow
+def test_inception_random_init_embeds_one_image() -> None:
+    backbone = load_backbone("inception_v3", weights="none")
+    assert (backbone.input_size, backbone.dim, backbone.weights) == (299, 2048, "none")
+    assert 21_000_000 < backbone.param_count < 22_500_000  # InceptionV3 without top: 21.8 M
+    vectors = backbone.embed(np.full((1, 299, 299, 3), 200, dtype=np.uint8))
+    assert vectors.shape == (1, 2048)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_darknet_tiny_embeds_512_d() -> None:
+    if not (backbones.DARKNET_TINY_DIR / "model.json").is_file():
+        pytest.skip(f"Darknet-Tiny model not found at {backbones.DARKNET_TINY_DIR}")
+    backbone = load_backbone("darknet_tiny")
+    vectors = backbone.embed(np.full((2, 224, 224, 3), 255, dtype=np.uint8))
+    assert vectors.shape == (2, 512)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
