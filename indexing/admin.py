@@ -8,6 +8,7 @@ from django.utils.safestring import SafeString
 
 from indexing.models import BucketEntry, Collection, Extractor, Feature, HashTable, Image, Job, LSHIndex
 from indexing.services import jobs
+from indexing.services.index import index_get_active
 
 
 @admin.register(Collection)
@@ -73,8 +74,13 @@ class CollectionAdmin(admin.ModelAdmin):
         self._queue(request, queryset, jobs.index_build_queue)
 
     def _queue(self, request: HttpRequest, queryset: QuerySet[Collection], queue: jobs.QueueFn) -> None:
+        active = index_get_active()
+        extractor = active.extractor if active else Extractor.objects.order_by("-created_at").first()
+        if extractor is None:
+            self.message_user(request, "No extractor yet: run manage.py extract_features once.", level=messages.ERROR)
+            return
         try:
-            job = queue(collection_ids=list(queryset.values_list("id", flat=True)))
+            job = queue(collection_ids=list(queryset.values_list("id", flat=True)), extractor_id=extractor.pk)
         except jobs.QueueError as exc:
             self.message_user(request, str(exc), level=messages.ERROR)
             return

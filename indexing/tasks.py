@@ -40,3 +40,60 @@ def collection_import_task(
     job_progress(job_id=job_id, done=report.scanned)
     job_finish(job_id=job_id, status=Job.Status.DONE, message=report.summary())
     return {"imported": report.imported, "duplicates": report.duplicates, "skipped": len(report.skipped)}
+
+
+@shared_task(bind=True, max_retries=3, acks_late=True)
+def collection_extract_features_task(self: Any, *, job_id: int, collection_ids: list[int], extractor_id: int) -> int:
+    """Embed what is missing (upserts: a redelivered task redoes only unfinished images), then reindex."""
+    from indexing.models import Collection, Extractor
+    from indexing.services.extraction import collection_extract_features
+    from indexing.services.index import index_reindex
+    from indexing.services.jobs import job_finish, job_progress
+
+    extractor = Extractor.objects.get(pk=extractor_id)
+    state = {"done": 0}
+    embedded = 0
+    messages = []
+    try:
+        for collection in Collection.objects.filter(pk__in=collection_ids):
+
+            def progress(step: int) -> None:
+                state["done"] += step
+                job_progress(job_id=job_id, done=state["done"])
+
+            report = collection_extract_features(collection=collection, extractor=extractor, progress=progress)
+            embedded += report.embedded
+            messages.append(report.summary())
+        reindexed = index_reindex(extractor=extractor) if embedded else None
+    except Exception as exc:
+        job_finish(job_id=job_id, status=Job.Status.FAILED, message=f"{exc.__class__.__name__}: {exc}")
+        raise
+    if reindexed is not None:
+        messages.append(f"reindexed: {reindexed} is active")
+    job_finish(job_id=job_id, status=Job.Status.DONE, message="; ".join(messages))
+    return embedded
+
+
+@shared_task(bind=True, acks_late=True)
+def index_build_task(self: Any, *, job_id: int, collection_ids: list[int], extractor_id: int, **options: Any) -> int:
+    from indexing.models import Collection, Extractor
+    from indexing.services.index import index_build
+    from indexing.services.jobs import job_finish
+
+    try:
+        index = index_build(
+            extractor=Extractor.objects.get(pk=extractor_id),
+            collections=list(Collection.objects.filter(pk__in=collection_ids)),
+            family=options.get("family", "binary"),
+            num_tables=int(options.get("num_tables", 8)),
+            hashes_per_table=int(options.get("hashes_per_table", 6)),
+            w=float(options.get("w", 4.0)),
+            seed=int(options.get("seed", 0)),
+            center=bool(options.get("center", True)),
+            name=options.get("name", "default"),
+        )
+    except Exception as exc:
+        job_finish(job_id=job_id, status=Job.Status.FAILED, message=f"{exc.__class__.__name__}: {exc}")
+        raise
+    job_finish(job_id=job_id, status=Job.Status.DONE, message=f"built and activated {index}")
+    return index.pk

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import numpy as np
+import pytest
 from django.core.files.base import ContentFile
 
-from indexing.models import Collection, Extractor, Image
+from indexing.models import Collection, Extractor, Image, LSHIndex
 from tests.conftest import sketch_png
 
 
@@ -14,8 +18,6 @@ def make_collection(name: str = "c", kind: str = "sketches") -> Collection:
 
 def make_image(collection: Collection, *, seed: int, label: str = "cat", split: str = "train") -> Image:
     data = sketch_png(seed)
-    import hashlib
-
     image = Image(collection=collection, sha256=hashlib.sha256(data).hexdigest(), label=label, split=split)
     image.file.save(f"{seed}.png", ContentFile(data), save=False)
     image.save()
@@ -23,4 +25,52 @@ def make_image(collection: Collection, *, seed: int, label: str = "cat", split: 
 
 
 def make_extractor(name: str = "fake", dim: int = 8) -> Extractor:
-    return Extractor.objects.create(name=name, backbone="fake", weights="none", input_size=64, output_dim=dim)
+    return Extractor.objects.create(name=name, backbone="tiny", weights="none", input_size=32, output_dim=dim)
+
+
+class TinyBackbone:
+    """A deterministic stand-in for a CNN: 8x8 block means of the inverted grey image (real, if crude, features)."""
+
+    name = "tiny"
+    input_size = 32
+    dim = 64
+    param_count = 0
+    weights = "none"
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        grey = 255.0 - images.astype(np.float32).mean(axis=3)  # strokes high, background 0
+        blocks = grey.reshape(len(images), 8, 4, 8, 4).mean(axis=(2, 4)).reshape(len(images), 64)
+        norms = np.linalg.norm(blocks, axis=1, keepdims=True)
+        return (blocks / np.where(norms == 0, 1, norms)).astype(np.float32)
+
+
+def use_tiny_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every Extractor row run the TinyBackbone (process-wide, so live-server threads see it too)."""
+    from indexing.services import extraction, index
+
+    monkeypatch.setattr(extraction, "extractor_backbone_load", lambda **_: TinyBackbone())
+    index.index_cache.clear()
+
+
+def make_indexed_collection(
+    *, classes: int = 4, per_class: int = 6, family: str = "binary", num_tables: int = 4, hashes_per_table: int = 4
+) -> tuple[Collection, Extractor, LSHIndex]:
+    """A small collection with features by the TinyBackbone and an active index (needs use_tiny_backbone)."""
+    from indexing.services.extraction import collection_extract_features
+    from indexing.services.index import index_build
+
+    collection = make_collection("tiny")
+    for c in range(classes):
+        for i in range(per_class):
+            make_image(collection, seed=c * 100 + i, label=f"class{c}", split="test" if i == per_class - 1 else "train")
+    extractor = make_extractor("tiny", dim=TinyBackbone.dim)
+    collection_extract_features(collection=collection, extractor=extractor)
+    index = index_build(
+        extractor=extractor,
+        collections=[collection],
+        family=family,
+        num_tables=num_tables,
+        hashes_per_table=hashes_per_table,
+        center=True,
+    )
+    return collection, extractor, index

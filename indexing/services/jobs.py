@@ -61,9 +61,18 @@ def collection_import_queue(*, path: str, name: str, kind: str, test_per_class: 
     return job_enqueue(job=job_create(kind=Job.Kind.IMPORT, parameters=params), task=collection_import_task, **params)
 
 
-def collection_extract_features_queue(*, collection_ids: list[int], extractor: str | None = None) -> Job:
-    raise QueueError("feature extraction is not available yet (see the extraction issue)")
+def collection_extract_features_queue(*, collection_ids: list[int], extractor_id: int) -> Job:
+    """Queue extraction of the images without a vector, then a reindex of the active index (if any)."""
+    from indexing.tasks import collection_extract_features_task
+
+    params = {"collection_ids": collection_ids, "extractor_id": extractor_id}
+    job = job_create(kind=Job.Kind.EXTRACT, parameters=params)
+    return job_enqueue(job=job, task=collection_extract_features_task, **params)
 
 
-def index_build_queue(*, collection_ids: list[int], **options: Any) -> Job:
-    raise QueueError("index builds are not available yet (see the LSH index issue)")
+def index_build_queue(*, collection_ids: list[int], extractor_id: int, **options: Any) -> Job:
+    """Queue a new index version over the collections (defaults: the active index's parameters)."""
+    from indexing.tasks import index_build_task
+
+    params = {"collection_ids": collection_ids, "extractor_id": extractor_id, **options}
+    return job_enqueue(job=job_create(kind=Job.Kind.INDEX, parameters=params), task=index_build_task, **params)

@@ -84,3 +84,27 @@ def test_a_failed_import_marks_its_job_failed(tmp_path: Path, django_capture_on_
     job = Job.objects.get()
     assert job.status == Job.Status.FAILED
     assert "no such folder" in job.message
+
+
+@pytest.mark.django_db
+def test_queued_extraction_embeds_new_images_and_reindexes(
+    monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    if not app.conf.task_always_eager:
+        pytest.skip("a broker is configured: tasks are not eager in this run")
+    from indexing.models import Feature, LSHIndex
+    from indexing.services.jobs import collection_extract_features_queue
+    from tests.factories import make_image, make_indexed_collection, use_tiny_backbone
+
+    use_tiny_backbone(monkeypatch)
+    collection, extractor, first = make_indexed_collection()
+    make_image(collection, seed=4242, label="class0")
+    with django_capture_on_commit_callbacks(execute=True):
+        job = collection_extract_features_queue(collection_ids=[collection.pk], extractor_id=extractor.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.DONE, job.message
+    assert Feature.objects.filter(extractor=extractor).count() == 25
+    active = LSHIndex.objects.get(is_active=True)
+    assert active.pk != first.pk
+    assert active.item_count == 25
+    assert (active.family, active.num_tables, active.hashes_per_table) == (first.family, first.num_tables, 4)

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from indexing.models import Collection, Extractor
+from indexing.services.index import index_build, index_stats
+
+
+class Command(BaseCommand):
+    help = "Hash an extractor's features into a new LSH index version and make it active (one transaction)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--extractor", required=True)
+        parser.add_argument(
+            "--collection", action="append", help="collections to index (repeatable; default: all with features)"
+        )
+        parser.add_argument("--family", choices=["real", "binary"], default="binary")
+        parser.add_argument("--L", "--tables", dest="num_tables", type=int, default=8, help="number of tables")
+        parser.add_argument("--K", "--hashes", dest="hashes_per_table", type=int, default=8, help="hashes per table")
+        parser.add_argument("--w", type=float, default=4.0, help="p-stable slot width (real family)")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--center", action="store_true", help="subtract the collection mean before hashing")
+        parser.add_argument("--name", default="default", help="index name; versions of a name replace each other")
+        parser.add_argument("--no-activate", action="store_true", help="build but leave the current version active")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        extractor = Extractor.objects.filter(name=options["extractor"]).first()
+        if extractor is None:
+            raise CommandError(f"no extractor named {options['extractor']!r}; run extract_features first")
+        if options["collection"]:
+            collections = list(Collection.objects.filter(name__in=options["collection"]))
+            missing = set(options["collection"]) - {c.name for c in collections}
+            if missing:
+                raise CommandError(f"no collection named {', '.join(sorted(missing))}")
+        else:
+            collections = list(Collection.objects.filter(images__features__extractor=extractor).distinct())
+        try:
+            index = index_build(
+                extractor=extractor,
+                collections=collections,
+                family=options["family"],
+                num_tables=options["num_tables"],
+                hashes_per_table=options["hashes_per_table"],
+                w=options["w"],
+                seed=options["seed"],
+                center=options["center"],
+                name=options["name"],
+                activate=not options["no_activate"],
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        stats = index_stats(index=index)
+        rows = index.item_count * index.num_tables
+        self.stdout.write(
+            f"built {index} over {index.item_count} images in {index.build_seconds:.2f} s "
+            f"({rows / max(index.build_seconds or 0, 1e-9):,.0f} bucket rows/s); "
+            f"{stats.num_buckets} buckets, {stats.avg_items_per_bucket:.1f} ± {stats.std_items_per_bucket:.1f} items "
+            f"per bucket, purity {stats.avg_purity:.2f} ± {stats.std_purity:.2f}"
+            + ("; active" if index.is_active else "; not active")
+        )

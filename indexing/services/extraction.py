@@ -1,0 +1,128 @@
+"""Feature extraction: images -> Feature rows, in chunks, upserted (a re-run never doubles a vector)."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.db import transaction
+
+from indexing.features.backbones import Backbone, backbone_spec, load_backbone, warm_up
+from indexing.features.pipeline import ImageKind, embed_images
+from indexing.models import Collection, Extractor, Feature, Image
+
+CHUNK_SIZE = 64
+
+
+def extractor_get_or_create(*, name: str | None = None, backbone: str, weights: str | None = None) -> Extractor:
+    """The Extractor row for a backbone and weights origin (created on first use, with its real sizes)."""
+    spec = backbone_spec(backbone)
+    weights = weights or spec.default_weights
+    name = name or (backbone if weights == spec.default_weights else f"{backbone}-{_slug(weights)}")
+    existing = Extractor.objects.filter(name=name).first()
+    if existing is not None:
+        if existing.backbone != backbone or existing.weights != weights:
+            raise ValueError(
+                f"extractor {name!r} exists with backbone {existing.backbone} and weights {existing.weights}, "
+                f"not {backbone} / {weights}"
+            )
+        return existing
+    model = extractor_backbone_load(backbone=backbone, weights=weights)
+    return Extractor.objects.create(
+        name=name,
+        backbone=backbone,
+        weights=weights,
+        input_size=model.input_size,
+        output_dim=model.dim,
+        param_count=model.param_count,
+    )
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text.rsplit("/", 1)[-1].lower())[:40]
+
+
+@functools.lru_cache(maxsize=4)
+def extractor_backbone_load(*, backbone: str, weights: str) -> Backbone:
+    """Load a backbone once per process and warm it up (web and worker processes share this cache)."""
+    model = load_backbone(backbone, weights=weights)
+    warm_up(model)
+    return model
+
+
+def extractor_backbone(extractor: Extractor) -> Backbone:
+    return extractor_backbone_load(backbone=extractor.backbone, weights=extractor.weights)
+
+
+@dataclass
+class ExtractionReport:
+    extractor: str
+    collection: str
+    embedded: int = 0
+    already: int = 0
+    failed: list[tuple[int, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        rate = self.embedded / self.seconds if self.seconds > 0 else 0.0
+        text = (
+            f"{self.collection}: {self.embedded} images embedded with {self.extractor} "
+            f"({rate:.1f} images/s), {self.already} already had a vector"
+        )
+        if self.failed:
+            text += f", {len(self.failed)} failed"
+        return text
+
+
+def features_upsert(*, extractor: Extractor, image_ids: np.ndarray, vectors: np.ndarray) -> int:
+    """Insert or replace the vectors of ``image_ids``: the unique (image, extractor) pair makes it idempotent."""
+    if len(image_ids) == 0:
+        return 0
+    rows = [
+        Feature(image_id=int(image_id), extractor=extractor, vector=np.asarray(vector, dtype="<f4").tobytes())
+        for image_id, vector in zip(image_ids, vectors, strict=True)
+    ]
+    with transaction.atomic():
+        Feature.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["image", "extractor"], update_fields=["vector"]
+        )
+    return len(rows)
+
+
+def collection_extract_features(
+    *,
+    collection: Collection,
+    extractor: Extractor,
+    force: bool = False,
+    chunk_size: int = CHUNK_SIZE,
+    progress: Callable[[int], object] | None = None,
+    on_total: Callable[[int], object] | None = None,
+) -> ExtractionReport:
+    """Embed the images of ``collection`` that have no ``extractor`` vector yet (all of them with ``force``)."""
+    started = time.perf_counter()
+    images = Image.objects.filter(collection=collection)
+    report = ExtractionReport(extractor=extractor.name, collection=collection.name)
+    if not force:
+        done = Feature.objects.filter(extractor=extractor, image__collection=collection)
+        report.already = done.count()
+        images = images.exclude(pk__in=done.values("image_id"))
+    todo = list(images.order_by("pk").values_list("pk", "file"))
+    if on_total:
+        on_total(len(todo))
+    if not todo:
+        return report
+    backbone = extractor_backbone(extractor)
+    kind: ImageKind = "photo" if collection.kind == Collection.Kind.PHOTOS else "sketch"
+    from django.core.files.storage import default_storage
+
+    sources = ((pk, default_storage.path(name)) for pk, name in todo)
+    for ids, vectors, errors in embed_images(sources, backbone, kind=kind, batch_size=chunk_size):
+        report.embedded += features_upsert(extractor=extractor, image_ids=ids, vectors=vectors)
+        report.failed.extend(errors)
+        if progress:
+            progress(len(ids) + len(errors))
+    report.seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,262 @@
+"""Build, activate, inspect and cache LSH index versions (DESIGN.md: persistence of indexing.lsh)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import transaction
+from django.db.models import Count, Max
+from django.utils import timezone
+
+from indexing.lsh.hashing import family_from_table_params, fit_center, make_family
+from indexing.lsh.stats import BucketStats, bucket_stats
+from indexing.models import BucketEntry, Collection, Extractor, Feature, HashTable, Image, LSHIndex
+from indexing.stores import OrmBucketStore, bucket_entries_write
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureMatrix:
+    """The vectors an index re-ranks against: rows aligned with ``image_ids`` (ascending)."""
+
+    image_ids: np.ndarray  # int64 (n,)
+    vectors: np.ndarray  # float32 (n, dim), L2-normalised
+    labels: np.ndarray  # str (n,): class label, "" for unlabelled photos
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Row numbers of ``ids``; ids not in the matrix are dropped."""
+        positions = np.searchsorted(self.image_ids, ids)
+        positions = np.clip(positions, 0, max(len(self.image_ids) - 1, 0))
+        found = self.image_ids[positions] == ids if len(self.image_ids) else np.zeros(len(ids), dtype=bool)
+        return positions[found]
+
+
+def vector_to_bytes(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def features_load(*, extractor: Extractor, collection_ids: list[int], split: str | None = None) -> FeatureMatrix:
+    """Load one extractor's vectors for the images of some collections, ordered by image id."""
+    queryset = Feature.objects.filter(extractor=extractor, image__collection_id__in=collection_ids)
+    if split is not None:
+        queryset = queryset.filter(image__split=split)
+    rows = list(queryset.order_by("image_id").values_list("image_id", "vector", "image__label"))
+    dim = extractor.output_dim
+    vectors = np.empty((len(rows), dim), dtype=np.float32)
+    for position, (_, blob, _) in enumerate(rows):
+        vectors[position] = np.frombuffer(bytes(blob), dtype="<f4", count=dim)
+    return FeatureMatrix(
+        image_ids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+        vectors=vectors,
+        labels=np.array([r[2] for r in rows], dtype=str) if rows else np.empty(0, dtype=str),
+    )
+
+
+@transaction.atomic
+def index_activate(*, index: LSHIndex) -> LSHIndex:
+    """Make ``index`` the active version of its name, in one transaction; searches see old or new, never both.
+
+    The version it replaces is kept (retired) for searches that already resolved it; older retired
+    versions are deleted.
+    """
+    if index.status != LSHIndex.Status.READY and not index.is_active:
+        raise ValueError(f"index {index.pk} is {index.status}, only a ready index can be activated")
+    LSHIndex.objects.select_for_update().filter(name=index.name)  # serialise concurrent flips of one name
+    previous = list(LSHIndex.objects.filter(name=index.name, is_active=True).exclude(pk=index.pk))
+    LSHIndex.objects.filter(pk__in=[p.pk for p in previous]).update(is_active=False, status=LSHIndex.Status.RETIRED)
+    LSHIndex.objects.filter(pk=index.pk).update(is_active=True)
+    stale = LSHIndex.objects.filter(name=index.name, status=LSHIndex.Status.RETIRED).exclude(
+        pk__in=[p.pk for p in previous]
+    )
+    for old in stale:
+        index_delete(index=old)
+    index.refresh_from_db()
+    return index
+
+
+def index_delete(*, index: LSHIndex) -> None:
+    # One DELETE over the bucket rows (BucketEntry has no dependants, so Django issues it directly).
+    BucketEntry.objects.filter(table__index=index).delete()
+    index.delete()
+
+
+def index_build(
+    *,
+    extractor: Extractor,
+    collections: list[Collection],
+    family: str,
+    num_tables: int,
+    hashes_per_table: int,
+    w: float = 4.0,
+    seed: int = 0,
+    center: bool = False,
+    name: str = "default",
+    activate: bool = True,
+) -> LSHIndex:
+    """Hash every feature of ``extractor`` over ``collections`` into a new index version."""
+    started = time.perf_counter()
+    matrix = features_load(extractor=extractor, collection_ids=[c.pk for c in collections])
+    if matrix.image_ids.shape[0] == 0:
+        names = ", ".join(c.name for c in collections)
+        raise ValueError(f"no {extractor.name} features for collections {names}: run extract_features first")
+    mean = fit_center(matrix.vectors) if center else None
+    hasher = make_family(
+        family,
+        matrix.vectors.shape[1],
+        num_tables=num_tables,
+        hashes_per_table=hashes_per_table,
+        w=w,
+        seed=seed,
+        center=mean,
+    )
+    keys = hasher.keys(matrix.vectors)  # (n, num_tables)
+    with transaction.atomic():
+        version = (LSHIndex.objects.filter(name=name).aggregate(v=Max("version"))["v"] or 0) + 1
+        index = LSHIndex.objects.create(
+            name=name,
+            version=version,
+            extractor=extractor,
+            family=family,
+            num_tables=num_tables,
+            hashes_per_table=hashes_per_table,
+            w=w,
+            seed=seed,
+            center=mean.astype("<f4").tobytes() if mean is not None else None,
+            item_count=int(matrix.image_ids.shape[0]),
+        )
+        index.collections.set(collections)
+        tables = HashTable.objects.bulk_create(
+            HashTable(index=index, number=t, params=hasher.table_params(t)) for t in range(num_tables)
+        )
+        table_ids = np.array([t.pk for t in tables], dtype=np.int64)
+        # Table-major order: rows of one table are contiguous, which keeps the (table, key) B-tree local.
+        bucket_entries_write(np.repeat(table_ids, keys.shape[0]), keys.T.ravel(), np.tile(matrix.image_ids, num_tables))
+    index.status = LSHIndex.Status.READY
+    index.built_at = timezone.now()
+    index.build_seconds = time.perf_counter() - started
+    index.save(update_fields=["status", "built_at", "build_seconds"])
+    if activate:
+        index = index_activate(index=index)
+    return index
+
+
+def index_reindex(*, extractor: Extractor | None = None, name: str = "default") -> LSHIndex | None:
+    """Rebuild the active index of ``name`` with its own parameters over its collections, and flip it active.
+
+    Searches running meanwhile are answered from the old complete version; None when no index is active
+    (or its extractor is not ``extractor``).
+    """
+    active = index_get_active(name=name)
+    if active is None or (extractor is not None and active.extractor_id != extractor.pk):
+        return None
+    return index_build(
+        extractor=active.extractor,
+        collections=list(active.collections.all()),
+        family=active.family,
+        num_tables=active.num_tables,
+        hashes_per_table=active.hashes_per_table,
+        w=active.w,
+        seed=active.seed,
+        center=active.center is not None,
+        name=name,
+    )
+
+
+def index_stats(*, index: LSHIndex) -> BucketStats:
+    """The paper's bucket statistics, from a GROUP BY (table, key, label) over the stored buckets."""
+    rows = list(
+        BucketEntry.objects.filter(table__index=index)
+        .values("table__number", "key", "image__label")
+        .annotate(count=Count("id"))
+        .values_list("table__number", "key", "image__label", "count")
+    )
+    if not rows:
+        raise ValueError(f"index {index.pk} has no bucket entries")
+    # Expand the grouped counts back to one (table-key, label) per item, the input bucket_stats expects.
+    counts = np.array([r[3] for r in rows], dtype=np.int64)
+    tables = np.array([r[0] for r in rows], dtype=np.int64).repeat(counts)
+    keys = np.array([r[1] for r in rows], dtype=np.int64).repeat(counts)
+    labels = np.array([r[2] for r in rows], dtype=str).repeat(counts)
+    return bucket_stats_by_table(tables, keys, labels)
+
+
+def bucket_stats_by_table(tables: np.ndarray, keys: np.ndarray, labels: np.ndarray) -> BucketStats:
+    """bucket_stats() for entries given as flat (table, key, label) triples."""
+    # bucket_stats takes an (n, L) key matrix; a single column of globally unique bucket ids is equivalent.
+    combined = np.unique(np.column_stack([tables, keys]), axis=0, return_inverse=True)[1].reshape(-1, 1)
+    return bucket_stats(combined, labels)
+
+
+def index_family(index: LSHIndex) -> object:
+    tables = [bytes(t.params) for t in index.tables.order_by("number")]
+    center = np.frombuffer(bytes(index.center), dtype="<f4") if index.center is not None else None
+    return family_from_table_params(index.family, tables, center=center)
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What a search result shows of an image, cached with the index so answering needs no extra query."""
+
+    file: str
+    label: str
+    collection: str
+    split: str
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedIndex:
+    """What a process keeps per index version: its hash family, bucket store, re-rank matrix, result metadata."""
+
+    index: LSHIndex
+    family: object
+    store: OrmBucketStore
+    matrix: FeatureMatrix
+    meta: dict[int, ImageMeta]
+
+
+def images_meta(collection_ids: list[int]) -> dict[int, ImageMeta]:
+    rows = Image.objects.filter(collection_id__in=collection_ids).values_list(
+        "pk", "file", "label", "collection__name", "split"
+    )
+    return {pk: ImageMeta(file, label, collection, split) for pk, file, label, collection, split in rows}
+
+
+class _IndexCache:
+    """Per-process cache of loaded index versions; a version is immutable once ready, so it never goes stale."""
+
+    def __init__(self, size: int = 2) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._loaded: dict[int, LoadedIndex] = {}
+
+    def get(self, index: LSHIndex) -> LoadedIndex:
+        with self._lock:
+            hit = self._loaded.get(index.pk)
+        if hit is not None:
+            return hit
+        collection_ids = list(index.collections.values_list("id", flat=True))
+        loaded = LoadedIndex(
+            index=index,
+            family=index_family(index),
+            store=OrmBucketStore(list(index.tables.order_by("number").values_list("id", flat=True))),
+            matrix=features_load(extractor=index.extractor, collection_ids=collection_ids),
+            meta=images_meta(collection_ids),
+        )
+        with self._lock:
+            self._loaded[index.pk] = loaded
+            while len(self._loaded) > self._size:  # drop the oldest version (dicts keep insertion order)
+                self._loaded.pop(next(iter(self._loaded)))
+        return loaded
+
+    def clear(self) -> None:
+        with self._lock:
+            self._loaded.clear()
+
+
+index_cache = _IndexCache()
+
+
+def index_get_active(*, name: str = "default") -> LSHIndex | None:
+    return LSHIndex.objects.select_related("extractor").filter(name=name, is_active=True).first()
