@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint typecheck pytest venv setup demo serve clean-var
+.PHONY: run test browser venv clean-var
 
 # The venv is rebuilt only when a requirements file changes (stamp files), so a second `make run` is quick.
 $(VENV)/bin/python:
@@ -30,8 +30,16 @@ run: $(VENV)/.runtime-stamp
 	@echo "Sketchsearch is serving on http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/, Ctrl+C stops)"
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
 
+# Debian's chromium for the real-browser test (Playwright drives it; `playwright install` cannot download here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null 2>&1 && $$SUDO apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	  echo "chromium could not be installed: the browser test will be skipped"; }
+
 # make test: lint, format check, type check, then the whole pytest suite.
-test: $(VENV)/.dev-stamp
+test: $(VENV)/.dev-stamp browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .

@@ -117,6 +117,7 @@ STORAGES = {
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
+    "EXCEPTION_HANDLER": "search.apis.json_exception_handler",  # every API error is JSON with a message
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Sketchsearch API",
@@ -138,6 +139,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 
 # Sketchsearch
 SKETCHSEARCH_IMPORT_MAX_PIXELS: int = env.int("SKETCHSEARCH_IMPORT_MAX_PIXELS", default=40_000_000)
+SKETCHSEARCH_QUERY_MAX_BYTES: int = env.int("SKETCHSEARCH_QUERY_MAX_BYTES", default=5 * 1024 * 1024)
+# A 5 MB image as a base64 data URL in a JSON body is ~6.7 MB: let it reach the API's own size check (413).
+DATA_UPLOAD_MAX_MEMORY_SIZE = SKETCHSEARCH_QUERY_MAX_BYTES * 3 // 2
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,526 @@
+// Sketchsearch drawing page: a canvas with undo/redo, live search against /api/search/, results and statistics.
+// Plain modern JavaScript, no build step and nothing fetched from elsewhere.
+"use strict";
+
+(() => {
+  const LIVE_DEBOUNCE_MS = 250;
+  const BACKGROUND = "#ffffff";
+  const INK = "#000000";
+
+  const $ = (id) => document.getElementById(id);
+  const main = document.querySelector("main");
+  const api = { search: main.dataset.apiSearch, indexes: main.dataset.apiIndexes };
+
+  const canvas = $("sketch");
+  const ctx = canvas.getContext("2d");
+  // Completed strokes are rendered once into this layer; a frame draws it plus the stroke in progress.
+  const committed = document.createElement("canvas");
+  committed.width = canvas.width;
+  committed.height = canvas.height;
+  const committedCtx = committed.getContext("2d");
+
+  const ui = {
+    pen: $("tool-pen"), eraser: $("tool-eraser"), width: $("stroke-width"), widthValue: $("stroke-width-value"),
+    undo: $("undo"), redo: $("redo"), clear: $("clear"), search: $("search-button"), live: $("live-search"),
+    upload: $("upload"), download: $("download"), k: $("k-select"), index: $("index-select"),
+    probes: $("probes-select"), scan: $("scan"), status: $("status"), error: $("error"), results: $("results"),
+    chips: $("label-chips"), stats: $("stats"), predictions: $("predictions"), wrap: $("canvas-wrap"),
+    dropHint: $("drop-hint"), example: $("query-example"), exampleImg: $("query-example-img"),
+    exampleText: $("query-example-text"), exampleBack: $("query-example-back"),
+  };
+
+  // --- drawing state: a list of actions (strokes and placed images) is the single source of truth ---
+  const state = {
+    actions: [],   // {type: "stroke", mode: "pen"|"eraser", width, points: [[x, y], ...]} | {type: "image", bitmap}
+    redo: [],
+    current: null, // the stroke being drawn
+    pointerId: null,
+    tool: "pen",
+    example: null, // {image_id, label, url}: query by example instead of the drawing
+    label: "",     // active label filter ("" = all)
+    chipLabels: [], // the labels of the last unfiltered results
+  };
+
+  function traceStroke(target, stroke) {
+    const pts = stroke.points;
+    target.save();
+    target.lineCap = "round";
+    target.lineJoin = "round";
+    target.lineWidth = stroke.width;
+    target.strokeStyle = stroke.mode === "eraser" ? BACKGROUND : INK;
+    target.fillStyle = target.strokeStyle;
+    if (pts.length === 1) {
+      target.beginPath();
+      target.arc(pts[0][0], pts[0][1], stroke.width / 2, 0, Math.PI * 2);
+      target.fill();
+    } else {
+      // Quadratic curves through the midpoints of consecutive samples: smooth, and it passes near every sample.
+      target.beginPath();
+      target.moveTo(pts[0][0], pts[0][1]);
+      for (let i = 1; i < pts.length - 1; i += 1) {
+        const midX = (pts[i][0] + pts[i + 1][0]) / 2;
+        const midY = (pts[i][1] + pts[i + 1][1]) / 2;
+        target.quadraticCurveTo(pts[i][0], pts[i][1], midX, midY);
+      }
+      const last = pts[pts.length - 1];
+      target.lineTo(last[0], last[1]);
+      target.stroke();
+    }
+    target.restore();
+  }
+
+  function drawImageFitted(target, bitmap) {
+    const scale = Math.min(target.canvas.width / bitmap.width, target.canvas.height / bitmap.height);
+    const w = bitmap.width * scale;
+    const h = bitmap.height * scale;
+    target.drawImage(bitmap, (target.canvas.width - w) / 2, (target.canvas.height - h) / 2, w, h);
+  }
+
+  function renderCommitted() {
+    committedCtx.fillStyle = BACKGROUND;
+    committedCtx.fillRect(0, 0, committed.width, committed.height);
+    for (const action of state.actions) {
+      if (action.type === "image") drawImageFitted(committedCtx, action.bitmap);
+      else traceStroke(committedCtx, action);
+    }
+    renderFrame();
+  }
+
+  function renderFrame() {
+    ctx.drawImage(committed, 0, 0);
+    if (state.current) traceStroke(ctx, state.current);
+  }
+
+  let framePending = false;
+  function requestFrame() {
+    if (framePending) return;
+    framePending = true;
+    requestAnimationFrame(() => { framePending = false; renderFrame(); });
+  }
+
+  function canvasPoint(event) {
+    const rect = canvas.getBoundingClientRect();
+    return [
+      ((event.clientX - rect.left) * canvas.width) / rect.width,
+      ((event.clientY - rect.top) * canvas.height) / rect.height,
+    ];
+  }
+
+  function strokeWidth() {
+    // The slider is in CSS pixels of the displayed canvas; scale to the canvas's own pixels.
+    const rect = canvas.getBoundingClientRect();
+    return (Number(ui.width.value) * canvas.width) / (rect.width || canvas.width);
+  }
+
+  canvas.addEventListener("pointerdown", (event) => {
+    if (state.current || (event.pointerType === "mouse" && event.button !== 0)) return;
+    event.preventDefault();
+    canvas.setPointerCapture(event.pointerId);
+    state.pointerId = event.pointerId;
+    state.current = { type: "stroke", mode: state.tool, width: strokeWidth(), points: [canvasPoint(event)] };
+    requestFrame();
+  });
+
+  canvas.addEventListener("pointermove", (event) => {
+    if (!state.current || event.pointerId !== state.pointerId) return;
+    const samples = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+    for (const sample of samples.length ? samples : [event]) state.current.points.push(canvasPoint(sample));
+    requestFrame();
+  });
+
+  function endStroke(event) {
+    if (!state.current || event.pointerId !== state.pointerId) return;
+    const stroke = state.current;
+    state.current = null;
+    state.pointerId = null;
+    pushAction(stroke);
+  }
+  canvas.addEventListener("pointerup", endStroke);
+  canvas.addEventListener("pointercancel", endStroke);
+
+  function pushAction(action) {
+    state.actions.push(action);
+    state.redo = [];
+    drawingChanged();
+  }
+
+  function drawingChanged() {
+    state.example = null; // drawing again means searching with the drawing again
+    renderCommitted();
+    updateHistoryButtons();
+    if (state.actions.length === 0) {
+      resetResults("Draw something to search.");
+    } else if (ui.live.checked) {
+      scheduleSearch();
+    }
+  }
+
+  function updateHistoryButtons() {
+    ui.undo.disabled = state.actions.length === 0;
+    ui.redo.disabled = state.redo.length === 0;
+  }
+
+  function undo() {
+    if (!state.actions.length) return;
+    state.redo.push(state.actions.pop());
+    drawingChanged();
+    announce("Undone.");
+  }
+
+  function redo() {
+    if (!state.redo.length) return;
+    state.actions.push(state.redo.pop());
+    drawingChanged();
+    announce("Redone.");
+  }
+
+  function clearCanvas() {
+    if (!state.actions.length && !state.example) return;
+    // Clear starts over: the drawing, its history and the label filter all go.
+    state.actions = [];
+    state.redo = [];
+    state.label = "";
+    state.chipLabels = [];
+    drawingChanged();
+  }
+
+  function setTool(tool) {
+    state.tool = tool;
+    ui.pen.setAttribute("aria-pressed", String(tool === "pen"));
+    ui.eraser.setAttribute("aria-pressed", String(tool === "eraser"));
+  }
+
+  ui.pen.addEventListener("click", () => setTool("pen"));
+  ui.eraser.addEventListener("click", () => setTool("eraser"));
+  ui.width.addEventListener("input", () => { ui.widthValue.value = ui.width.value; });
+  ui.undo.addEventListener("click", undo);
+  ui.redo.addEventListener("click", redo);
+  ui.clear.addEventListener("click", clearCanvas);
+  ui.search.addEventListener("click", () => runSearch());
+  for (const control of [ui.k, ui.index, ui.probes, ui.scan]) control.addEventListener("change", () => rerun());
+  ui.exampleBack.addEventListener("click", () => {
+    state.example = null;
+    state.label = "";
+    rerun();
+  });
+
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    if (target instanceof HTMLInputElement && target.type === "text") return;
+    const mod = event.ctrlKey || event.metaKey;
+    const key = event.key.toLowerCase();
+    if (mod && key === "z" && !event.shiftKey) { event.preventDefault(); undo(); }
+    else if (mod && ((key === "z" && event.shiftKey) || key === "y")) { event.preventDefault(); redo(); }
+    else if (!mod && !event.altKey && target === canvas && key === "e") setTool("eraser");
+    else if (!mod && !event.altKey && target === canvas && key === "p") setTool("pen");
+  });
+
+  // --- images as the query: upload or drop; placed on the canvas so the user can keep drawing on them ---
+  async function placeImageFile(file) {
+    if (!file) return;
+    if (!file.type.startsWith("image/")) {
+      showError(`"${file.name}" is not an image file.`);
+      return;
+    }
+    try {
+      const bitmap = await createImageBitmap(file);
+      pushAction({ type: "image", bitmap });
+      announce(`Searching with ${file.name}.`);
+      if (!ui.live.checked) runSearch();
+    } catch (error) {
+      showError(`Cannot read "${file.name}" as an image.`);
+    }
+  }
+
+  ui.upload.addEventListener("change", () => {
+    placeImageFile(ui.upload.files[0]);
+    ui.upload.value = "";
+  });
+  ui.wrap.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    ui.wrap.classList.add("dragging");
+    ui.dropHint.hidden = false;
+  });
+  ui.wrap.addEventListener("dragleave", () => {
+    ui.wrap.classList.remove("dragging");
+    ui.dropHint.hidden = true;
+  });
+  ui.wrap.addEventListener("drop", (event) => {
+    event.preventDefault();
+    ui.wrap.classList.remove("dragging");
+    ui.dropHint.hidden = true;
+    placeImageFile(event.dataTransfer.files[0]);
+  });
+
+  ui.download.addEventListener("click", () => {
+    const link = document.createElement("a");
+    link.download = "sketch.png";
+    link.href = canvas.toDataURL("image/png");
+    link.click();
+  });
+
+  // --- search: debounced, the in-flight request aborted, and a sequence number so old answers never win ---
+  let debounceTimer = null;
+  let inFlight = null;
+  let sequence = 0;
+  let searchesDone = 0;
+
+  function scheduleSearch() {
+    clearTimeout(debounceTimer);
+    debounceTimer = setTimeout(() => runSearch(), LIVE_DEBOUNCE_MS);
+  }
+
+  function rerun() {
+    if (state.example || state.actions.length) runSearch();
+    else renderExample();
+  }
+
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  function searchBody() {
+    const body = { k: Number(ui.k.value), probes: Number(ui.probes.value), scan: ui.scan.checked };
+    if (ui.index.value) body.index = Number(ui.index.value);
+    if (state.label) body.label = state.label;
+    if (state.example) body.image_id = state.example.image_id;
+    else body.image = canvas.toDataURL("image/png");
+    return body;
+  }
+
+  async function runSearch() {
+    clearTimeout(debounceTimer);
+    renderExample();
+    if (!state.example && state.actions.length === 0) {
+      resetResults("Draw something to search.");
+      return;
+    }
+    if (inFlight) inFlight.abort();
+    const controller = new AbortController();
+    inFlight = controller;
+    const seq = ++sequence;
+    ui.results.dataset.state = "loading";
+    announce("Searching…");
+    let response;
+    let body;
+    try {
+      response = await fetch(api.search, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRFToken": csrfToken() },
+        body: JSON.stringify(searchBody()),
+        signal: controller.signal,
+        credentials: "same-origin",
+      });
+      body = await response.json().catch(() => null);
+    } catch (error) {
+      if (error.name === "AbortError") return;
+      if (seq !== sequence) return;
+      failSearch("Cannot reach the server: check your connection and try again.");
+      return;
+    }
+    if (seq !== sequence) return; // a newer search started while this one was on the wire
+    inFlight = null;
+    if (!response.ok) {
+      const message = body && body.error ? body.error : `HTTP ${response.status}`;
+      failSearch(`The server could not search: ${message}`);
+      return;
+    }
+    searchesDone += 1;
+    document.body.dataset.searchCount = String(searchesDone);
+    hideError();
+    renderResults(body);
+  }
+
+  function failSearch(message) {
+    ui.results.dataset.state = "error";
+    showError(message);
+    announce("Search failed.");
+  }
+
+  function showError(message) {
+    ui.error.textContent = message;
+    ui.error.hidden = false;
+  }
+
+  function hideError() {
+    ui.error.hidden = true;
+    ui.error.textContent = "";
+  }
+
+  function announce(message) {
+    ui.status.textContent = message;
+  }
+
+  function resetResults(message) {
+    if (inFlight) inFlight.abort();
+    inFlight = null;
+    sequence += 1; // any answer still on the wire is now stale
+    ui.results.replaceChildren();
+    ui.results.dataset.state = "idle";
+    ui.chips.replaceChildren();
+    ui.chips.hidden = true;
+    renderPredictions([]);
+    renderStats(null);
+    hideError();
+    announce(message);
+  }
+
+  function renderExample() {
+    const example = state.example;
+    ui.example.hidden = !example;
+    if (!example) return;
+    ui.exampleImg.src = example.url;
+    ui.exampleText.textContent = `Searching with a ${example.label || "stored"} image (#${example.image_id}).`;
+  }
+
+  function formatScore(score) {
+    return score.toFixed(3);
+  }
+
+  function renderResults(body) {
+    const items = body.results.map((hit) => {
+      const li = document.createElement("li");
+      li.setAttribute("data-testid", "result-item");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.dataset.imageId = String(hit.image_id);
+      const labelText = hit.label || "unlabelled";
+      button.setAttribute(
+        "aria-label",
+        `${labelText}, similarity ${formatScore(hit.score)}, from ${hit.collection}. Search with this image.`,
+      );
+      const img = document.createElement("img");
+      img.src = hit.url;
+      img.alt = "";
+      img.loading = "lazy";
+      const label = document.createElement("span");
+      label.className = "result-label";
+      label.setAttribute("data-testid", "result-label");
+      label.textContent = labelText;
+      const meta = document.createElement("span");
+      meta.className = "result-meta";
+      const score = document.createElement("span");
+      score.textContent = formatScore(hit.score);
+      score.title = "cosine similarity";
+      const source = document.createElement("span");
+      source.textContent = hit.collection;
+      meta.append(score, source);
+      button.append(img, label, meta);
+      button.addEventListener("click", () => {
+        state.example = { image_id: hit.image_id, label: hit.label, url: hit.url };
+        state.label = "";
+        runSearch();
+      });
+      li.append(button);
+      return li;
+    });
+    ui.results.replaceChildren(...items);
+    ui.results.dataset.state = "done";
+    if (!state.label) state.chipLabels = [...new Set(body.results.map((hit) => hit.label).filter(Boolean))];
+    renderChips();
+    renderPredictions(Array.isArray(body.predictions) ? body.predictions : []);
+    renderStats(body);
+    const n = body.results.length;
+    const filter = state.label ? ` of class ${state.label}` : "";
+    announce(n ? `${n} similar image${n === 1 ? "" : "s"}${filter}.` : `No similar image found${filter}.`);
+  }
+
+  function renderChips() {
+    const labels = state.chipLabels;
+    ui.chips.hidden = labels.length === 0;
+    const make = (text, value) => {
+      const chip = document.createElement("button");
+      chip.type = "button";
+      chip.textContent = text;
+      chip.setAttribute("aria-pressed", String(state.label === value));
+      chip.setAttribute("data-testid", "label-chip");
+      chip.addEventListener("click", () => {
+        state.label = state.label === value ? "" : value;
+        runSearch();
+      });
+      return chip;
+    };
+    ui.chips.replaceChildren(make("All classes", ""), ...labels.map((label) => make(label, label)));
+  }
+
+  // Hook for the fine-tuned classifier (a later issue): the API will add "predictions":
+  // [{label, probability}, ...] to the search response. Until it does, nothing is shown; nothing is faked.
+  function renderPredictions(predictions) {
+    ui.predictions.hidden = predictions.length === 0;
+    ui.predictions.replaceChildren(
+      ...predictions.map((p) => {
+        const chip = document.createElement("button");
+        chip.type = "button";
+        chip.textContent = `${p.label} ${(p.probability * 100).toFixed(0)}%`;
+        chip.addEventListener("click", () => { state.label = p.label; runSearch(); });
+        return chip;
+      }),
+    );
+  }
+
+  function renderStats(body) {
+    if (!body) {
+      ui.stats.replaceChildren(row("No query yet", ""));
+      return;
+    }
+    const s = body.stats;
+    const ie = (value) => (value === null ? "n/a (no candidate)" : `${value.toFixed(1)}×`);
+    const stages = Object.entries(s.timings_ms)
+      .filter(([stage]) => stage !== "total")
+      .map(([stage, ms]) => `${stage} ${ms.toFixed(1)}`)
+      .join(", ");
+    ui.stats.replaceChildren(
+      row("Index", `${body.index.name} v${body.index.version} (${body.index.family}, L=${body.index.num_tables}, K=${body.index.hashes_per_table}, ${body.index.extractor})`),
+      row("Mode", s.scan ? "exact scan" : `LSH, ${s.probes} extra probe${s.probes === 1 ? "" : "s"}`),
+      row("Candidates scored", `${s.candidates} of ${s.collection_size}`),
+      row("Candidates (with repeats)", String(s.candidates_with_repeats)),
+      row("IE", ie(s.ie)),
+      row("IE (paper)", ie(s.ie_paper)),
+      row("Time", `${s.timings_ms.total.toFixed(1)} ms`),
+      row("Per stage (ms)", stages),
+    );
+  }
+
+  function row(term, value) {
+    const fragment = document.createDocumentFragment();
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    dd.textContent = value;
+    fragment.append(dt, dd);
+    return fragment;
+  }
+
+  // --- index selector, filled from /api/indexes/ ---
+  async function loadIndexes() {
+    try {
+      const response = await fetch(api.indexes, { headers: { Accept: "application/json" } });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const indexes = await response.json();
+      const options = indexes
+        .filter((index) => index.status === "ready" || index.is_active)
+        .map((index) => {
+          const option = document.createElement("option");
+          option.value = String(index.id);
+          option.textContent =
+            `${index.name} v${index.version}${index.is_active ? " (active)" : ""}: ${index.family} ` +
+            `L=${index.num_tables} K=${index.hashes_per_table}, ${index.extractor}, ${index.item_count} images`;
+          return option;
+        });
+      const active = indexes.find((index) => index.is_active);
+      ui.index.options[0].textContent = active ? `Active index (${active.name} v${active.version})` : "Active index";
+      ui.index.append(...options);
+      if (!indexes.length) announce("No index has been built yet: searches will fail until one is.");
+    } catch (error) {
+      showError(`Could not load the list of indexes: ${error.message}`);
+    }
+  }
+
+  renderCommitted();
+  updateHistoryButtons();
+  loadIndexes();
+
+  // A small handle for tests and the browser console.
+  window.sketchsearch = { runSearch, undo, redo, clear: clearCanvas, renderPredictions, state };
+})();

@@ -1,0 +1,400 @@
+"""The search API (DRF): thin views that validate, call one service or query, and serialise (STYLE.md G5).
+
+Every view answers errors as JSON ``{"error": "<message>"}`` (plus ``"fields"`` for validation errors) through
+``json_exception_handler``, which the views install themselves; settings may register it globally with
+``REST_FRAMEWORK["EXCEPTION_HANDLER"] = "search.apis.json_exception_handler"``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import re
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.files.uploadedfile import UploadedFile
+from django.db.models import Count, Q, QuerySet
+from django.http import Http404
+from drf_spectacular.utils import (
+    OpenApiExample,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+    inline_serializer,
+)
+from rest_framework import exceptions, serializers, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView, set_rollback
+
+from indexing.features.preprocess import ImageDecodeError
+from indexing.models import Collection, Image, LSHIndex
+from indexing.services.index import index_get_active
+from indexing.services.search import MAX_TOP_K, SearchError, SearchResult, sketch_search
+
+DEFAULT_TOP_K = 24
+MAX_PROBES = 16
+# The largest query image accepted, decoded. A canvas PNG is tens of KB; a phone photo a few MB.
+DEFAULT_QUERY_MAX_BYTES = 5 * 1024 * 1024
+
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,")
+
+
+def query_max_bytes() -> int:
+    return int(getattr(settings, "SKETCHSEARCH_QUERY_MAX_BYTES", DEFAULT_QUERY_MAX_BYTES))
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "the query image is too large"
+    default_code = "too_large"
+
+
+class ServiceUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "the search is not available"
+    default_code = "unavailable"
+
+
+def _first_message(detail: Any) -> str:
+    """The first human message inside a DRF error detail (str, list or dict, nested)."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            message = _first_message(value)
+            return message if key == "non_field_errors" else f"{key}: {message}"
+        return "invalid input"
+    if isinstance(detail, list):
+        return _first_message(detail[0]) if detail else "invalid input"
+    return str(detail)
+
+
+def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF exception handler: every error is JSON ``{"error": message}``; validation errors add ``"fields"``.
+
+    A query the search cannot answer (SearchError) or an image that cannot be decoded (ImageDecodeError)
+    is the client's input, so 400; a body over Django's DATA_UPLOAD_MAX_MEMORY_SIZE is 413. Anything
+    else returns None, and Django answers 500 as for any bug.
+    """
+    if isinstance(exc, SearchError | ImageDecodeError):
+        return _error_response(str(exc), status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return _error_response(
+            f"request body too large (over {limit} bytes): send the image as a multipart file",
+            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(*exc.args)
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied(*exc.args)
+    if not isinstance(exc, exceptions.APIException):
+        return None
+    headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = str(exc.auth_header)  # type: ignore[attr-defined]
+    if getattr(exc, "wait", None):
+        headers["Retry-After"] = f"{int(exc.wait)}"  # type: ignore[attr-defined]
+    data: dict[str, Any] = {"error": _first_message(exc.detail)}
+    if isinstance(exc, exceptions.ValidationError) and isinstance(exc.detail, dict):
+        data["fields"] = exc.detail
+    set_rollback()
+    return Response(data, status=exc.status_code, headers=headers)
+
+
+def _error_response(message: str, code: int) -> Response:
+    set_rollback()
+    return Response({"error": message}, status=code)
+
+
+class JsonErrorsMixin:
+    """Install json_exception_handler on a view, whatever REST_FRAMEWORK's EXCEPTION_HANDLER says."""
+
+    def get_exception_handler(self) -> Any:
+        return json_exception_handler
+
+
+# "fields" is also a Serializer attribute, so the schema's error shape is declared inline.
+ErrorSerializer = inline_serializer(
+    name="Error",
+    fields={
+        "error": serializers.CharField(),
+        "fields": serializers.DictField(required=False, help_text="per-field messages, for invalid input"),
+    },
+)
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "description": "the query image: a `data:image/png;base64,...` URL in JSON, or a file in multipart",
+    }
+)
+class QueryImageField(serializers.Field):
+    """An uploaded file or a base64 data URL, decoded to bytes; over the size limit raises 413."""
+
+    default_error_messages = {
+        "empty": "the image is empty (0 bytes)",
+        "invalid_type": "image must be a file upload or a data URL (data:image/png;base64,...)",
+        "malformed": "malformed data URL: expected data:image/<type>;base64,<data>",
+        "not_image": "the data URL is not an image (got {mime})",
+        "bad_base64": "the data URL's base64 payload is invalid",
+    }
+
+    def to_internal_value(self, data: Any) -> bytes:
+        limit = query_max_bytes()
+        if isinstance(data, UploadedFile):
+            if data.size is not None and data.size > limit:
+                raise PayloadTooLarge(f"image too large: {data.size} bytes, the limit is {limit} bytes")
+            content = data.read()
+        elif isinstance(data, str):
+            content = self._decode_data_url(data.strip(), limit)
+        else:
+            self.fail("invalid_type")
+        if not content:
+            self.fail("empty")
+        if len(content) > limit:
+            raise PayloadTooLarge(f"image too large: {len(content)} bytes, the limit is {limit} bytes")
+        return content
+
+    def _decode_data_url(self, text: str, limit: int) -> bytes:
+        if not text:
+            self.fail("empty")
+        match = _DATA_URL.match(text)
+        if match is None or not match.group("b64"):
+            self.fail("malformed")
+        mime = (match.group("mime") or "").lower()
+        if not mime.startswith("image/"):
+            self.fail("not_image", mime=mime or "no type")
+        payload = text[match.end() :]
+        if len(payload) * 3 // 4 > limit + 3:  # refuse before decoding: base64 is 4 characters per 3 bytes
+            raise PayloadTooLarge(f"image too large: about {len(payload) * 3 // 4} bytes, the limit is {limit} bytes")
+        try:
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            self.fail("bad_base64")
+        raise AssertionError("unreachable")  # self.fail always raises
+
+    def to_representation(self, value: Any) -> Any:
+        return None  # write-only: the image is never echoed back
+
+
+@extend_schema_field({"type": "string", "format": "binary", "description": "the query image file"})
+class UploadField(serializers.FileField):
+    """Only documents the multipart form's file in the schema; QueryImageField parses it."""
+
+
+class FiniteFloatField(serializers.FloatField):
+    """A float that is null when infinite or NaN (JSON has no inf; IE is infinite when nothing was scored)."""
+
+    def to_representation(self, value: Any) -> Any:
+        number = float(value)
+        return number if math.isfinite(number) else None
+
+
+@extend_schema_serializer(component_name="IndexSummary")
+class IndexSummarySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    version = serializers.IntegerField()
+    family = serializers.CharField()
+    num_tables = serializers.IntegerField()
+    hashes_per_table = serializers.IntegerField()
+    extractor = serializers.CharField(source="extractor.name")
+
+
+class SketchSearchApi(JsonErrorsMixin, APIView):
+    """POST /api/search/: the most similar images to a sketch (file or data URL) or to a stored image."""
+
+    permission_classes = [AllowAny]
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    @extend_schema_serializer(component_name="SearchRequest")
+    class InputSerializer(serializers.Serializer):
+        image = QueryImageField(required=False)
+        image_id = serializers.IntegerField(required=False, min_value=1, help_text="query by example")
+        k = serializers.IntegerField(min_value=1, max_value=MAX_TOP_K, default=DEFAULT_TOP_K)
+        index = serializers.IntegerField(required=False, min_value=1, help_text="default: the active index")
+        probes = serializers.IntegerField(min_value=0, max_value=MAX_PROBES, default=0)
+        label = serializers.CharField(required=False, allow_blank=True, max_length=100)  # type: ignore[assignment]
+        scan = serializers.BooleanField(required=False, default=False, help_text="exact scan, no LSH")
+
+        def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+            if ("image" in attrs) == ("image_id" in attrs):
+                raise serializers.ValidationError("give exactly one of image (a sketch) and image_id")
+            return attrs
+
+    @extend_schema_serializer(component_name="SearchRequestMultipart")
+    class MultipartInputSerializer(InputSerializer):
+        image = UploadField(required=False)  # type: ignore[assignment]
+
+    @extend_schema_serializer(component_name="SearchResponse")
+    class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="SearchHit")
+        class HitSerializer(serializers.Serializer):
+            image_id = serializers.IntegerField()
+            url = serializers.CharField()
+            label = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.label
+            score = serializers.FloatField(help_text="cosine similarity")
+            collection = serializers.CharField()
+            split = serializers.CharField()
+
+        @extend_schema_serializer(component_name="SearchStats")
+        class StatsSerializer(serializers.Serializer):
+            candidates = serializers.IntegerField(help_text="distinct candidates re-ranked (distance computations)")
+            candidates_with_repeats = serializers.IntegerField(help_text="the paper's count: once per table")
+            collection_size = serializers.IntegerField()
+            ie = FiniteFloatField(allow_null=True, help_text="collection_size / candidates; null when 0")
+            ie_paper = FiniteFloatField(allow_null=True, help_text="collection_size / candidates_with_repeats")
+            probes = serializers.IntegerField()
+            scan = serializers.BooleanField()
+            timings_ms = serializers.SerializerMethodField()
+
+            @extend_schema_field(
+                serializers.DictField(
+                    child=serializers.FloatField(),
+                    help_text="ms per stage (load, preprocess, embed, hash, sql, rerank, fetch) and total",
+                )
+            )
+            def get_timings_ms(self, result: SearchResult) -> dict[str, float]:
+                return {**result.timings_ms, "total": round(sum(result.timings_ms.values()), 3)}
+
+        results = HitSerializer(source="hits", many=True)
+        stats = StatsSerializer(source="*")
+        index = IndexSummarySerializer()
+
+    @extend_schema(
+        operation_id="sketch_search",
+        summary="Search with a sketch or a stored image",
+        request={
+            "application/json": InputSerializer,
+            "multipart/form-data": MultipartInputSerializer,
+        },
+        responses={
+            200: OutputSerializer,
+            400: ErrorSerializer,
+            413: ErrorSerializer,
+            503: ErrorSerializer,
+        },
+        examples=[
+            OpenApiExample(
+                "Sketch as a data URL",
+                value={"image": "data:image/png;base64,iVBORw0KGgo...", "k": 24, "probes": 0},
+                request_only=True,
+                media_type="application/json",
+            ),
+            OpenApiExample(
+                "Query by example", value={"image_id": 42, "k": 24}, request_only=True, media_type="application/json"
+            ),
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        index: LSHIndex | int | None = data.get("index")
+        if index is None:
+            # No active index is the server's state, not the client's mistake: 503, not 400.
+            index = index_get_active()
+            if index is None:
+                raise ServiceUnavailable("no active index yet: build one (`manage.py build_index`; make run does it)")
+        result = sketch_search(
+            image=data.get("image"),
+            image_id=data.get("image_id"),
+            index=index,
+            top_k=data["k"],
+            probes=data["probes"],
+            label=data.get("label") or None,
+            scan=data["scan"],
+        )
+        return Response(self.OutputSerializer(result).data)
+
+
+# Read-only listings. Their queries are small enough to live here; they belong in indexing/selectors.py
+# (STYLE.md G4) once that module exists.
+def _index_list() -> QuerySet[LSHIndex]:
+    return LSHIndex.objects.select_related("extractor").prefetch_related("collections").order_by("name", "-version")
+
+
+def _collection_list() -> QuerySet[Collection]:
+    return Collection.objects.annotate(
+        image_count=Count("images", distinct=True),
+        class_count=Count("images__label", distinct=True, filter=~Q(images__label="")),
+    ).order_by("name")
+
+
+class IndexListApi(JsonErrorsMixin, APIView):
+    """GET /api/indexes/: every index version, the active one flagged."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema_serializer(component_name="Index")
+    class OutputSerializer(IndexSummarySerializer):
+        w = serializers.FloatField()
+        status = serializers.CharField()
+        is_active = serializers.BooleanField()
+        item_count = serializers.IntegerField()
+        collections = serializers.SerializerMethodField()
+
+        @extend_schema_field(serializers.ListField(child=serializers.CharField(), help_text="collection names"))
+        def get_collections(self, index: LSHIndex) -> list[str]:
+            return [c.name for c in index.collections.all()]  # prefetched by _index_list()
+
+    @extend_schema(operation_id="index_list", responses={200: OutputSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(_index_list(), many=True).data)
+
+
+class CollectionListApi(JsonErrorsMixin, APIView):
+    """GET /api/collections/: the collections with their image and class counts."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema_serializer(component_name="Collection")
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        name = serializers.CharField()
+        kind = serializers.CharField()
+        image_count = serializers.IntegerField()
+        class_count = serializers.IntegerField()
+
+    @extend_schema(operation_id="collection_list", responses={200: OutputSerializer(many=True)})
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(_collection_list(), many=True).data)
+
+
+class ImageDetailApi(JsonErrorsMixin, APIView):
+    """GET /api/images/<id>/: one stored image."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema_serializer(component_name="Image")
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        url = serializers.CharField(source="file.url")
+        label = serializers.CharField()  # type: ignore[assignment]
+        split = serializers.CharField()
+        collection = serializers.CharField(source="collection.name")
+        width = serializers.IntegerField()
+        height = serializers.IntegerField()
+        source = serializers.CharField()  # type: ignore[assignment]
+
+    @extend_schema(operation_id="image_detail", responses={200: OutputSerializer, 404: ErrorSerializer})
+    def get(self, request: Request, image_id: int) -> Response:
+        image = Image.objects.select_related("collection").filter(pk=image_id).first()
+        if image is None:
+            raise exceptions.NotFound(f"unknown image {image_id}")
+        return Response(self.OutputSerializer(image).data)
+
+
+__all__ = [
+    "CollectionListApi",
+    "ImageDetailApi",
+    "IndexListApi",
+    "SketchSearchApi",
+    "json_exception_handler",
+]
