@@ -1,0 +1,52 @@
+"""Options and output shared by the evaluation commands (a leading underscore: not a command itself)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from django.core.management.base import CommandError, CommandParser
+from tqdm import tqdm
+
+from evaluation.models import EvaluationRun
+from evaluation.services import EvaluationError, evaluation_inputs_resolve, markdown_table
+from indexing.models import Collection, Extractor, LSHIndex
+
+T = TypeVar("T")
+
+
+def add_data_arguments(parser: CommandParser) -> None:
+    parser.add_argument("--collection", action="append", required=True, help="evaluated collection (repeatable)")
+    parser.add_argument("--distractors", action="append", default=[], nargs="+", help="distractor collections")
+    parser.add_argument("--extractor", required=True, help="extractor name, e.g. mobilenet_v1")
+
+
+def resolve(options: dict[str, Any]) -> tuple[Extractor, list[Collection], list[Collection], LSHIndex | None]:
+    distractors = [name for group in options.get("distractors") or [] for name in group]
+    try:
+        return evaluation_inputs_resolve(
+            extractor=options["extractor"],
+            collections=options["collection"],
+            distractors=distractors,
+            index=options.get("index"),
+        )
+    except EvaluationError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def tqdm_progress(items: Iterable[T], description: str, total: int) -> Iterable[T]:
+    return tqdm(items, desc=description, total=total, file=sys.stderr, leave=False)
+
+
+def key_value_table(values: dict[str, Any], *, skip: Iterable[str] = ()) -> str:
+    hidden = set(skip)
+    rows = [{"metric": key, "value": value} for key, value in values.items() if key not in hidden]
+    return markdown_table(rows, ["metric", "value"])
+
+
+def run_footer(run: EvaluationRun) -> str:
+    lines = [f"stored as evaluation run #{run.pk} ({run.kind})"]
+    lines += [f"figure: {name}" for name in run.figures]
+    lines += [f"{kind}: {name}" for kind, name in (run.results.get("files") or {}).items()]
+    return "\n".join(lines)

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from evaluation.management.commands._common import add_data_arguments, key_value_table, resolve, run_footer
+from evaluation.services import QUERY_CHOICES, EvaluationError, evaluation_run
+
+
+class Command(BaseCommand):
+    help = "mAP, precision/recall@10, IE and latency of the sequential scan or a stored LSH index (paper 4.3, 5)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        add_data_arguments(parser)
+        method = parser.add_mutually_exclusive_group(required=True)
+        method.add_argument("--index", type=int, help="id of a stored LSH index")
+        method.add_argument("--scan", action="store_true", help="exact sequential scan")
+        parser.add_argument("--queries", choices=QUERY_CHOICES, default="all", help="paper: one test sketch per class")
+        parser.add_argument("--probes", type=int, default=0, help="multi-probe: extra buckets per table")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        extractor, collections, distractors, index = resolve(options)
+        try:
+            run = evaluation_run(
+                extractor=extractor,
+                collections=collections,
+                distractors=distractors,
+                index=index,
+                scan=options["scan"],
+                queries=options["queries"],
+                probes=options["probes"],
+            )
+        except EvaluationError as exc:
+            raise CommandError(str(exc)) from exc
+        title = "sequential scan" if index is None else f"LSH index {index}"
+        self.stdout.write(f"{title} over {', '.join(c.name for c in collections)}")
+        self.stdout.write(key_value_table(run.results, skip=["scan"]))
+        if "scan" in run.results:
+            self.stdout.write("\nsequential scan (reference):")
+            self.stdout.write(key_value_table(run.results["scan"]))
+        self.stdout.write(run_footer(run))
