@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.files.uploadedfile import UploadedFile
+from django.db import DatabaseError, DataError, IntegrityError, connection
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 from drf_spectacular.utils import (
@@ -30,6 +31,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView, set_rollback
 
 from indexing.features.preprocess import ImageDecodeError
@@ -82,6 +84,13 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
     """
     if isinstance(exc, SearchError | ImageDecodeError):
         return _error_response(str(exc), status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, DatabaseError) and not isinstance(exc, DataError | IntegrityError):
+        # The database is down or restarting: a transient server state, not a bug. The next request reconnects
+        # (CONN_HEALTH_CHECKS), so say so instead of answering 500.
+        connection.close_if_unusable_or_obsolete()
+        return _error_response(
+            "the database is unavailable, try again in a moment", status.HTTP_503_SERVICE_UNAVAILABLE
+        )
     if isinstance(exc, RequestDataTooBig):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return _error_response(
@@ -212,6 +221,8 @@ class SketchSearchApi(JsonErrorsMixin, APIView):
 
     permission_classes = [AllowAny]
     parser_classes = [JSONParser, MultiPartParser, FormParser]
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "search"  # rate: settings SEARCH_THROTTLE_RATE, per client address
 
     @extend_schema_serializer(component_name="SearchRequest")
     class InputSerializer(serializers.Serializer):

@@ -53,8 +53,18 @@ def extractor_backbone_load(*, backbone: str, weights: str) -> Backbone:
     return model
 
 
+_loaded: set[tuple[str, str]] = set()
+
+
 def extractor_backbone(extractor: Extractor) -> Backbone:
-    return extractor_backbone_load(backbone=extractor.backbone, weights=extractor.weights)
+    backbone = extractor_backbone_load(backbone=extractor.backbone, weights=extractor.weights)
+    _loaded.add((extractor.backbone, extractor.weights))
+    return backbone
+
+
+def extractor_is_loaded(extractor: Extractor) -> bool:
+    """Whether this process has loaded (and warmed up) the extractor's model already."""
+    return (extractor.backbone, extractor.weights) in _loaded
 
 
 @dataclass

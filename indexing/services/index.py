@@ -260,3 +260,14 @@ index_cache = _IndexCache()
 
 def index_get_active(*, name: str = "default") -> LSHIndex | None:
     return LSHIndex.objects.select_related("extractor").filter(name=name, is_active=True).first()
+
+
+def index_warm_up(*, name: str = "default") -> LSHIndex | None:
+    """Load the active index and its extractor into this process (gunicorn post_fork, celery worker init)."""
+    from indexing.services.extraction import extractor_backbone
+
+    active = index_get_active(name=name)
+    if active is not None:
+        index_cache.get(active)
+        extractor_backbone(active.extractor)
+    return active

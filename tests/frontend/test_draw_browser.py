@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import mimetypes
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 
 from tests.search.fakes import LABELS, BuiltIndex
 
@@ -17,15 +15,6 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
-
-
-def serve_media(route: Any) -> None:
-    # The live server runs with DEBUG off, so it serves no media; hand thumbnails over from MEDIA_ROOT.
-    path = Path(settings.MEDIA_ROOT) / route.request.url.split("/media/", 1)[1]
-    if path.is_file():
-        route.fulfill(body=path.read_bytes(), content_type=mimetypes.guess_type(path.name)[0] or "image/png")
-    else:
-        route.fulfill(status=404, body="")
 
 
 def draw_stroke(page: Any, box: dict[str, float], points: list[tuple[float, float]]) -> None:
@@ -66,7 +55,10 @@ def test_draw_search_undo_example_and_clear(live_server: Any, live_index: BuiltI
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             console_errors: list[str] = []
             page.on("pageerror", lambda error: console_errors.append(str(error)))
-            page.route("**/media/**", serve_media)
+            failed_images: list[str] = []
+            page.on(
+                "response", lambda r: failed_images.append(r.url) if "/media/" in r.url and r.status != 200 else None
+            )
             page.goto(live_server.url + "/")
             assert any(c["name"] == "csrftoken" for c in page.context.cookies())
             # The index selector is filled from /api/indexes/.
@@ -159,5 +151,6 @@ def test_draw_search_undo_example_and_clear(live_server: Any, live_index: BuiltI
             assert "Draw something" in page.get_by_test_id("status").inner_text()
             assert page.get_by_test_id("error").is_hidden()
             assert not console_errors
+            assert not failed_images, failed_images  # thumbnails are served by the media view
         finally:
             browser.close()
