@@ -39,17 +39,18 @@ def job_enqueue(*, job: Job, task: Any, **kwargs: Any) -> Job:
     """Send ``task`` with ``job_id`` once the Job row is committed; report a broker outage as QueueError."""
 
     def send() -> None:
-        result = task.delay(job_id=job.id, **kwargs)
+        try:
+            result = task.delay(job_id=job.id, **kwargs)
+        except KombuOperationalError as exc:
+            job_finish(job_id=job.id, status=Job.Status.FAILED, message=f"broker unreachable: {exc}")
+            raise QueueError(f"cannot queue {job.kind}: the task broker is unreachable ({exc})") from exc
         Job.objects.filter(id=job.id).update(celery_task_id=result.id or "")
 
-    try:
-        if transaction.get_connection().in_atomic_block:
-            transaction.on_commit(send)
-        else:
-            send()
-    except KombuOperationalError as exc:
-        job_finish(job_id=job.id, status=Job.Status.FAILED, message=f"broker unreachable: {exc}")
-        raise QueueError(f"cannot queue {job.kind}: the task broker is unreachable ({exc})") from exc
+    # Inside a transaction the task is sent on commit, so a worker never looks for a Job row it cannot see yet.
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(send)
+    else:
+        send()
     job.refresh_from_db()
     return job
 
