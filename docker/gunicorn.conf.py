@@ -14,6 +14,7 @@ accesslog = "-"
 
 def post_fork(server: Any, worker: Any) -> None:
     # Warm up in each worker (not in the master: TensorFlow state does not survive fork), before traffic.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sketchsite.settings")
     import django
 
     django.setup()
