@@ -16,7 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.files.uploadedfile import UploadedFile
-from django.db import DatabaseError, DataError, IntegrityError, connection
+from django.db import InterfaceError, OperationalError, connection
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 from drf_spectacular.utils import (
@@ -84,7 +84,7 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
     """
     if isinstance(exc, SearchError | ImageDecodeError):
         return _error_response(str(exc), status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, DatabaseError) and not isinstance(exc, DataError | IntegrityError):
+    if isinstance(exc, OperationalError | InterfaceError):
         # The database is down or restarting: a transient server state, not a bug. The next request reconnects
         # (CONN_HEALTH_CHECKS), so say so instead of answering 500.
         connection.close_if_unusable_or_obsolete()
