@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import schemathesis
+from django.core.signals import request_finished, request_started
+from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed")
-
-from django.core.signals import request_finished, request_started  # noqa: E402
-from django.core.wsgi import get_wsgi_application  # noqa: E402
-from django.db import close_old_connections  # noqa: E402
-
-from tests.search.fakes import BuiltIndex, build_index, install_tiny_backbone  # noqa: E402
+from tests.search.fakes import BuiltIndex, build_index, install_tiny_backbone
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application())
 
