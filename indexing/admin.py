@@ -6,7 +6,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from indexing.models import BucketEntry, Collection, Extractor, Feature, HashTable, Image, Job, LSHIndex
+from indexing.models import Collection, Extractor, Feature, HashTable, Image, Job, LSHIndex
 from indexing.services import jobs
 from indexing.services.index import index_get_active
 
@@ -143,13 +143,6 @@ class LSHIndexAdmin(admin.ModelAdmin):
     list_filter = ["status", "family", "is_active", "extractor"]
     readonly_fields = ["status", "is_active", "item_count", "build_seconds", "built_at", "created_at"]
     inlines = [HashTableInline]
-
-
-@admin.register(BucketEntry)
-class BucketEntryAdmin(admin.ModelAdmin):
-    list_display = ["id", "table", "key", "image"]
-    raw_id_fields = ["table", "image"]
-    show_full_result_count = False  # COUNT(*) over millions of rows would make the page slow
 
 
 @admin.register(Job)

@@ -160,19 +160,27 @@ class HashTable(models.Model):
 
 
 class BucketEntry(models.Model):
-    table = models.ForeignKey(HashTable, on_delete=models.CASCADE, related_name="entries")
+    # Written in bulk (millions of rows per index version) and read by one statement per search, so the row
+    # keeps only what those need: the (table, image) primary key (an image sits in exactly one bucket of a
+    # table) and the (table, key) index below. No surrogate id, no per-row foreign-key triggers, no
+    # single-column indexes: the builder writes ids it just read, and deletes go by table (index_delete).
+    pk = models.CompositePrimaryKey("table_id", "image_id")
+    table = models.ForeignKey(
+        HashTable, on_delete=models.CASCADE, related_name="entries", db_constraint=False, db_index=False
+    )
     key = models.BigIntegerField()  # the table's K hash values encoded into one signed 64-bit key
-    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="bucket_entries")
+    # DO_NOTHING: deleting an image must not scan the bucket rows (no image index); searches skip ids whose
+    # image is gone, and the next reindex drops them.
+    image = models.ForeignKey(
+        Image, on_delete=models.DO_NOTHING, related_name="bucket_entries", db_constraint=False, db_index=False
+    )
 
     class Meta:
         verbose_name_plural = "bucket entries"
-        constraints = [
-            # An image sits in exactly one bucket of each table.
-            models.UniqueConstraint(fields=["table", "image"], name="bucketentry_unique_table_image"),
-        ]
         indexes = [
             # Serves the search's one candidate query: WHERE (table_id, key) IN (...), and GROUP BY table, key.
-            models.Index(fields=["table", "key"], name="bucketentry_table_key"),
+            # INCLUDE (PostgreSQL only) makes it a covering index: the lookup never visits the heap.
+            models.Index(fields=["table", "key"], include=["image"], name="bucketentry_table_key"),
         ]
 
     def __str__(self) -> str:

@@ -12,6 +12,7 @@ from django.db import transaction
 
 from indexing.features.backbones import Backbone, backbone_spec, load_backbone, warm_up
 from indexing.features.pipeline import ImageKind, embed_images
+from indexing.features.preprocess import DEFAULT_SKETCH_DILATE
 from indexing.models import Collection, Extractor, Feature, Image
 
 CHUNK_SIZE = 64
@@ -38,6 +39,8 @@ def extractor_get_or_create(*, name: str | None = None, backbone: str, weights: 
         input_size=model.input_size,
         output_dim=model.dim,
         param_count=model.param_count,
+        # Features depend on the sketch preprocessing: changing it means re-extracting (extract_features --force).
+        details={"sketch_dilate": DEFAULT_SKETCH_DILATE},
     )
 
 
