@@ -19,6 +19,16 @@ def _media_root(settings: Settings, tmp_path: Path) -> None:
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
+def redis_reachable(url: str) -> bool:
+    """Whether a Redis server answers at ``url`` (tests that need a real broker skip otherwise)."""
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
 def sketch_png(seed: int, size: int = 64, *, strokes: int = 3) -> bytes:
     """A small random line drawing (black strokes on white), as PNG bytes."""
     rng = np.random.default_rng(seed)

@@ -24,7 +24,7 @@ from indexing.services.index import index_build
 from indexing.services.jobs import QueueError, collection_extract_features_queue
 from indexing.services.search import sketch_search
 from sketchsite.celery import app
-from tests.conftest import DEMO_DATA, sketch_png
+from tests.conftest import DEMO_DATA, redis_reachable, sketch_png
 from tests.factories import make_indexed_collection, use_tiny_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,13 +33,6 @@ REDIS_URL = "redis://127.0.0.1:6379/14"
 needs_postgres = pytest.mark.skipif(
     os.environ.get("DATABASE_URL", "").startswith("postgres") is False, reason="needs DATABASE_URL=postgres://..."
 )
-
-
-def _redis_up() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
 
 
 @pytest.fixture
@@ -148,7 +141,7 @@ def test_with_the_broker_down_search_works_and_queueing_reports_the_outage(
 
 
 @needs_postgres
-@pytest.mark.skipif(not _redis_up(), reason=f"Redis is not reachable at {REDIS_URL}")
+@pytest.mark.skipif(not redis_reachable(REDIS_URL), reason=f"Redis is not reachable at {REDIS_URL}")
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("broker", [REDIS_URL], indirect=True)

@@ -61,7 +61,7 @@ def test_bucket_rows_carry_only_the_primary_key_and_the_lookup_index() -> None:
     indexed = [c["columns"] for c in constraints.values() if c["index"] or c["unique"]]
     # On PostgreSQL the index also INCLUDEs image_id (covering); SQLite ignores INCLUDE.
     assert [columns[:2] for columns in indexed if columns[:2] == ["table_id", "key"]]
-    assert sorted(primary_key) == ["image_id", "table_id"]  # SQLite lists the columns in table order
+    assert sorted(primary_key or []) == ["image_id", "table_id"]  # SQLite lists the columns in table order
     # Nothing else is maintained on bulk writes: no foreign-key triggers, no single-column indexes.
     assert not [c for c in constraints.values() if c["foreign_key"]]
     assert not [c for c in constraints.values() if c["index"] and len(c["columns"]) == 1]

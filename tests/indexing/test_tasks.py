@@ -7,28 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from django.db import connection
 
 from indexing.models import Image, Job
 from indexing.services.jobs import collection_import_queue
 from sketchsite.celery import app
-from tests.conftest import write_tu_berlin
+from tests.conftest import redis_reachable, write_tu_berlin
 
 REDIS_URL = os.environ.get("CELERY_BROKER_URL") or "redis://127.0.0.1:6379/15"
-
-
-def _redis_reachable() -> bool:
-    try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
 
 
 @pytest.fixture
 def real_worker() -> Iterator[None]:
     """A Celery worker thread consuming from Redis (celery.contrib.testing), not eager mode."""
-    if not _redis_reachable():
+    if not redis_reachable(REDIS_URL):
         pytest.skip(f"Redis is not reachable at {REDIS_URL}")
     if connection.vendor == "sqlite":
         # Seen here: after pytest-django's non-transactional tests, a worker thread's task on the SQLite test
