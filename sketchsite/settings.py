@@ -6,6 +6,7 @@ embedded set-up: SQLite under var/, Celery in eager mode, DEBUG on, files under 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import environ
@@ -86,7 +87,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web process read while a worker writes; the timeout waits out a writer instead of failing.
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "init_command": "PRAGMA journal_mode=WAL;"}
     # A file, not Django's in-memory default: the tests' Celery worker thread must see the same database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-sketchsearch.sqlite3")}
+    # Named per process, so two test runs in one checkout never share (and lock) one test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-sketchsearch-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # CACHE_URL, e.g. redis://127.0.0.1:6379/1: shared by all web processes (search throttling counts).
