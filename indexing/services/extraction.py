@@ -60,6 +60,14 @@ _loaded: set[tuple[str, str]] = set()
 
 
 def extractor_backbone(extractor: Extractor) -> Backbone:
+    if extractor.head:
+        # A trained head (Models 1-5, indexing/services/training.py): its base backbone followed by the head's
+        # retrieval layer, L2-normalised. Imported here because training imports this module.
+        from indexing.services.training import extractor_head_backbone
+
+        head_backbone = extractor_head_backbone(extractor)
+        _loaded.add((extractor.backbone, extractor.weights))
+        return head_backbone
     backbone = extractor_backbone_load(backbone=extractor.backbone, weights=extractor.weights)
     _loaded.add((extractor.backbone, extractor.weights))
     return backbone

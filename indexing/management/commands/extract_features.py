@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from indexing.features.backbones import WeightsUnavailableError, available_backbones
-from indexing.models import Collection
+from indexing.models import Collection, Extractor
 from indexing.services.extraction import collection_extract_features, extractor_get_or_create
 
 
@@ -25,13 +25,18 @@ class Command(BaseCommand):
         parser.add_argument("--chunk-size", type=int, default=64)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        backbone = options["backbone"] or options["extractor"]
-        try:
-            extractor = extractor_get_or_create(
-                name=options["extractor"], backbone=backbone, weights=options["weights"]
-            )
-        except (WeightsUnavailableError, ValueError) as exc:
-            raise CommandError(str(exc)) from exc
+        existing = Extractor.objects.filter(name=options["extractor"]).first()
+        if existing is not None and options["backbone"] is None and options["weights"] is None:
+            extractor = existing  # e.g. a trained extractor (mobilenet_v1-model4): its row says how to load it
+        else:
+            try:
+                extractor = extractor_get_or_create(
+                    name=options["extractor"],
+                    backbone=options["backbone"] or options["extractor"],
+                    weights=options["weights"],
+                )
+            except (WeightsUnavailableError, ValueError) as exc:
+                raise CommandError(str(exc)) from exc
         for name in options["collection"]:
             collection = Collection.objects.filter(name=name).first()
             if collection is None:

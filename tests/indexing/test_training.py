@@ -1,0 +1,112 @@
+"""train_extractor / compare_models end to end on a tiny collection with the TinyBackbone."""
+
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from indexing.models import Collection, Extractor, Feature
+from indexing.services.extraction import collection_extract_features, extractor_backbone
+from tests.factories import make_indexed_collection, use_tiny_backbone
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_tiny_backbone(monkeypatch)
+    make_indexed_collection(classes=3, per_class=6)  # collection "tiny", base extractor "tiny" with vectors
+
+
+def train(**options: object) -> str:
+    out = StringIO()
+    arguments = {"collection": "tiny", "backbone": "tiny", "model": 1, "epochs": 3, "val_fraction": 0.2}
+    arguments.update(options)
+    call_command("train_extractor", stdout=out, verbosity=0, **arguments)
+    return out.getvalue()
+
+
+def test_train_extractor_creates_a_trained_extractor_row(tiny: None) -> None:
+    output = train()
+
+    trained = Extractor.objects.get(name="tiny-model1")
+    assert "test mAP" in output
+    assert "tiny-model1" in output
+    assert (trained.backbone, trained.head, trained.weights) == ("tiny", "model1", "trained")
+    assert trained.output_dim == 1024  # Model 1's hidden layer
+    assert trained.param_count == 0 + (64 + 1) * 1024 + (1024 + 1) * 3
+    details = trained.details
+    assert set(details["per_class_recall"]) == {"class0", "class1", "class2"}
+    assert all(0 <= r <= 1 for r in details["per_class_recall"].values())
+    assert details["strategy"] == "head-only"
+    assert details["test_queries"] == 3
+    assert 0 <= details["test_map"] <= 1
+    assert 0 <= details["test_accuracy"] <= 1
+    media = Path(settings.MEDIA_ROOT)
+    assert (media / str(trained.weights_file.name)).is_file()
+    assert (media / details["curve"]).is_file()
+
+
+def test_a_trained_extractor_embeds_through_its_head(tiny: None) -> None:
+    train(model=2)
+    trained = Extractor.objects.get(name="tiny-model2")
+
+    backbone = extractor_backbone(trained)
+    report = collection_extract_features(collection=Collection.objects.get(name="tiny"), extractor=trained)
+
+    assert backbone.dim == 2048
+    assert report.embedded == 18
+    vectors = np.stack([np.frombuffer(bytes(f.vector), dtype="<f4") for f in Feature.objects.filter(extractor=trained)])
+    assert vectors.shape == (18, 2048)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+
+
+def test_siamese_model_trains_head_only(tiny: None) -> None:
+    train(model=3, epochs=2)
+    details = Extractor.objects.get(name="tiny-model3").details
+    assert details["recall_method"].startswith("1-NN")
+    assert set(details["per_class_recall"]) == {"class0", "class1", "class2"}
+
+
+def test_retraining_needs_replace(tiny: None) -> None:
+    train()
+    with pytest.raises(CommandError, match="exists"):
+        train()
+    assert "replaced" in train(replace=True)
+
+
+def test_compare_models_prints_a_table_with_the_baseline(tiny: None) -> None:
+    train()
+    out = StringIO()
+    call_command("compare_models", collection="tiny", stdout=out)
+    table = out.getvalue()
+    assert "test mAP" in table
+    assert "tiny-model1" in table
+    assert "| tiny " in table  # the untrained base, from its stored vectors
+    assert (Path(settings.MEDIA_ROOT) / "extractors" / "compare_models-tiny.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"backbone": "nope"}, "unknown backbone"),
+        ({"collection": "nope"}, "unknown collection"),
+        ({"model": 7}, "model must be 1..5"),
+        ({"strategy": "some"}, "strategy must be one of"),
+        ({"strategy": "two-blocks"}, "cannot be fine-tuned"),
+    ],
+)
+def test_bad_requests_are_command_errors(tiny: None, options: dict[str, object], message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        train(**options)
+
+
+def test_compare_models_unknown_collection_is_a_command_error(tiny: None) -> None:
+    with pytest.raises(CommandError, match="unknown collection"):
+        call_command("compare_models", collection="nope", stdout=StringIO())
