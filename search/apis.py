@@ -274,9 +274,17 @@ class SketchSearchApi(JsonErrorsMixin, APIView):
             def get_timings_ms(self, result: SearchResult) -> dict[str, float]:
                 return {**result.timings_ms, "total": round(sum(result.timings_ms.values()), 3)}
 
+        @extend_schema_serializer(component_name="ClassPrediction")
+        class PredictionSerializer(serializers.Serializer):
+            label = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.label
+            probability = serializers.FloatField(source="score")
+
         results = HitSerializer(source="hits", many=True)
         stats = StatsSerializer(source="*")
         index = IndexSummarySerializer()
+        predictions = PredictionSerializer(
+            many=True, help_text="the index extractor's classifier: top classes of the sketch (empty without one)"
+        )
 
     @extend_schema(
         operation_id="sketch_search",

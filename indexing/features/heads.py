@@ -362,6 +362,21 @@ class HeadBackbone:
             input_signature=[tf.TensorSpec([None, width], tf.float32)],
             reduce_retracing=True,
         )
+        # A softmax classifier head also predicts the query's classes (the drawing page's suggestion chips);
+        # Model 3's siamese core has no class output.
+        last = head.layers[-1]
+        self.num_classes = (
+            int(head.output_shape[-1]) if getattr(getattr(last, "activation", None), "__name__", "") == "softmax" else 0
+        )
+        self._classify = (
+            tf.function(
+                lambda x: head(x, training=False),
+                input_signature=[tf.TensorSpec([None, width], tf.float32)],
+                reduce_retracing=True,
+            )
+            if self.num_classes
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"HeadBackbone(name={self.name!r}, base={self.base.name!r}, dim={self.dim})"
@@ -391,3 +406,17 @@ class HeadBackbone:
             ``float32`` ``(n, dim)`` L2-normalised rows.
         """
         return self.embed_features(self.base.embed(images))
+
+    def embed_and_classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embed images and, for a classifier head, predict their class probabilities from the same base pass.
+
+        Args:
+            images: ``uint8`` ``(n, input_size, input_size, 3)``.
+
+        Returns:
+            ``(vectors, probabilities)``: as :meth:`embed`, and ``float32`` ``(n, num_classes)`` softmax rows in
+            the order of the training classes, or ``None`` when the head has no class output.
+        """
+        features = np.asarray(self.base.embed(images), dtype=np.float32)
+        probabilities = self._classify(features).numpy() if self._classify is not None else None
+        return self.embed_features(features), probabilities

@@ -32,6 +32,12 @@ class SearchHit:
 
 
 @dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
 class SearchResult:
     hits: list[SearchHit]
     index: LSHIndex
@@ -41,6 +47,7 @@ class SearchResult:
     candidates: int  # distance computations: distinct candidates re-ranked
     candidates_with_repeats: int  # the paper's count: once per table a candidate was found in
     timings_ms: dict[str, float] = field(default_factory=dict)
+    predictions: list[Prediction] = field(default_factory=list)  # the trained classifier's top classes, if any
 
     @property
     def ie(self) -> float:
@@ -77,8 +84,16 @@ def _resolve_index(index: LSHIndex | int | None) -> LSHIndex:
     return found
 
 
+PREDICTIONS = 5
+
+
 def query_vector(
-    *, loaded: LoadedIndex, image: bytes | None, image_id: int | None, clock: _Clock | None = None
+    *,
+    loaded: LoadedIndex,
+    image: bytes | None,
+    image_id: int | None,
+    clock: _Clock | None = None,
+    predictions: list[Prediction] | None = None,
 ) -> np.ndarray:
     """The query's L2-normalised vector: an uploaded sketch is embedded; a stored image reuses its vector."""
     if image_id is not None:
@@ -105,7 +120,15 @@ def query_vector(
     pixels = preprocess_sketch(decoded, backbone.input_size)
     if clock:
         clock.lap("preprocess")
-    vector = backbone.embed(pixels[np.newaxis])[0]
+    classes = (loaded.index.extractor.details or {}).get("classes")
+    if predictions is not None and classes and hasattr(backbone, "embed_and_classify"):
+        vectors, probabilities = backbone.embed_and_classify(pixels[np.newaxis])
+        if probabilities is not None and probabilities.shape[1] == len(classes):
+            top = np.argsort(-probabilities[0])[:PREDICTIONS]
+            predictions.extend(Prediction(label=str(classes[i]), score=float(probabilities[0, i])) for i in top)
+        vector = vectors[0]
+    else:
+        vector = backbone.embed(pixels[np.newaxis])[0]
     if clock:
         clock.lap("embed")
     return vector
@@ -131,7 +154,8 @@ def sketch_search(
     loaded = index_cache.get(resolved)
     matrix = loaded.matrix
     clock.lap("load")
-    vector = query_vector(loaded=loaded, image=image, image_id=image_id, clock=clock)
+    predictions: list[Prediction] = []
+    vector = query_vector(loaded=loaded, image=image, image_id=image_id, clock=clock, predictions=predictions)
     n = matrix.image_ids.shape[0]
     if scan:
         rows = np.arange(n)
@@ -179,4 +203,5 @@ def sketch_search(
         candidates=candidates,
         candidates_with_repeats=with_repeats,
         timings_ms=clock.timings,
+        predictions=predictions,
     )

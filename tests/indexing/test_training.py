@@ -110,3 +110,25 @@ def test_bad_requests_are_command_errors(tiny: None, options: dict[str, object],
 def test_compare_models_unknown_collection_is_a_command_error(tiny: None) -> None:
     with pytest.raises(CommandError, match="unknown collection"):
         call_command("compare_models", collection="nope", stdout=StringIO())
+
+
+def test_a_search_on_a_classifier_extractor_predicts_the_sketch_classes(tiny: None) -> None:
+    from indexing.services.index import index_build
+    from indexing.services.search import sketch_search
+    from tests.conftest import sketch_png
+
+    train(model=1)
+    trained = Extractor.objects.get(name="tiny-model1")
+    collection = Collection.objects.get(name="tiny")
+    collection_extract_features(collection=collection, extractor=trained)
+    index_build(extractor=trained, collections=[collection], family="binary", num_tables=4, hashes_per_table=2)
+
+    result = sketch_search(image=sketch_png(5), top_k=3)
+
+    assert [p.label for p in result.predictions]
+    assert {p.label for p in result.predictions} <= {"class0", "class1", "class2"}
+    scores = [p.score for p in result.predictions]
+    assert scores == sorted(scores, reverse=True)
+    assert 0.99 <= sum(scores) <= 1.01  # all 3 classes shown: the softmax sums to 1
+    # Query by example reuses the stored vector: no CNN pass, so no predictions (and none are made up).
+    assert sketch_search(image_id=collection.images.first().pk, top_k=3).predictions == []  # type: ignore[union-attr]

@@ -295,3 +295,9 @@ def test_openapi_schema_documents_the_search(client: APIClient) -> None:
 def test_openapi_schema_has_no_warnings(tmp_path: Path) -> None:
     # Fails on any drf-spectacular warning, e.g. two serializers sharing a component name.
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yml"))
+
+
+def test_search_without_a_classifier_answers_no_predictions(client: APIClient, built: BuiltIndex) -> None:
+    response = client.post(SEARCH, {"image": data_url(sketch_png(3))}, format="json")
+    assert response.status_code == 200
+    assert response.json()["predictions"] == []

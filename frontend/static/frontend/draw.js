@@ -444,8 +444,8 @@
     ui.chips.replaceChildren(make("All classes", ""), ...labels.map((label) => make(label, label)));
   }
 
-  // Hook for the fine-tuned classifier (a later issue): the API will add "predictions":
-  // [{label, probability}, ...] to the search response. Until it does, nothing is shown; nothing is faked.
+  // The fine-tuned classifier's top classes ("predictions": [{label, probability}, ...]) when the index's
+  // extractor has one (e.g. mobilenet_v1-model4); an index on a plain backbone answers [] and nothing shows.
   function renderPredictions(predictions) {
     ui.predictions.hidden = predictions.length === 0;
     ui.predictions.replaceChildren(
