@@ -54,8 +54,8 @@ class Command(BaseCommand):
         stats = index_stats(index=index)
         rows = index.item_count * index.num_tables
         self.stdout.write(
-            f"built {index} over {index.item_count} images in {index.build_seconds:.2f} s "
-            f"({rows / max(index.build_seconds or 0, 1e-9):,.0f} bucket rows/s); "
+            f"built {index} over {index.item_count} images ({rows:,} bucket rows) in {index.build_seconds:.2f} s "
+            "(loading the features included); "
             f"{stats.num_buckets} buckets, {stats.avg_items_per_bucket:.1f} ± {stats.std_items_per_bucket:.1f} items "
             f"per bucket, purity {stats.avg_purity:.2f} ± {stats.std_purity:.2f}"
             + ("; active" if index.is_active else "; not active")
