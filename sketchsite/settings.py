@@ -165,6 +165,14 @@ SKETCHSEARCH_IMPORT_MAX_PIXELS: int = env.int("SKETCHSEARCH_IMPORT_MAX_PIXELS", 
 SKETCHSEARCH_QUERY_MAX_BYTES: int = env.int("SKETCHSEARCH_QUERY_MAX_BYTES", default=5 * 1024 * 1024)
 # A 5 MB image as a base64 data URL in a JSON body is ~6.7 MB: let it reach the API's own size check (413).
 DATA_UPLOAD_MAX_MEMORY_SIZE = SKETCHSEARCH_QUERY_MAX_BYTES * 3 // 2
+# Query images are never written to disk: Django's default handlers spill uploads over 2.5 MB to a temporary
+# file; keep them in memory (bounded by the limits above) unless SKETCHSEARCH_UPLOADS_TO_DISK is set.
+FILE_UPLOAD_HANDLERS = (
+    ["django.core.files.uploadhandler.TemporaryFileUploadHandler"]
+    if env.bool("SKETCHSEARCH_UPLOADS_TO_DISK", default=False)
+    else ["django.core.files.uploadhandler.MemoryFileUploadHandler"]
+)
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
 LOGGING = {
     "version": 1,

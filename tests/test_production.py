@@ -1,15 +1,19 @@
 from __future__ import annotations
 
 import base64
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import OperationalError
 from django.test import Client
+from PIL import Image
 from pytest_django.fixtures import Settings
 
 from tests.conftest import sketch_png
@@ -103,3 +107,51 @@ def test_compose_file_defines_the_services_with_healthchecks_and_volumes() -> No
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     assert "USER sketch" in dockerfile
     assert "FROM python:3.11.7-slim" in dockerfile  # pinned
+
+
+@pytest.mark.django_db
+def test_an_uploaded_query_image_is_never_written_to_disk(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, settings: Settings
+) -> None:
+    use_tiny_backbone(monkeypatch)
+    make_indexed_collection()
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    settings.FILE_UPLOAD_TEMP_DIR = str(uploads)
+    written: list[str] = []
+    from django.core.files import temp
+
+    original = temp.NamedTemporaryFile
+
+    def spy(*args: object, **kwargs: object) -> object:
+        written.append(str(kwargs.get("suffix") or args))  # Django spills big uploads through this
+        return original(*args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(temp, "NamedTemporaryFile", spy)
+    big = io.BytesIO()
+    # A valid 4 MB PNG (noise does not compress): over Django's 2.5 MB default spill threshold.
+    noise = np.random.default_rng(0).integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(big, format="PNG")
+    assert 2.5e6 < big.tell() < 5 * 1024 * 1024
+    upload = SimpleUploadedFile("big.png", big.getvalue(), content_type="image/png")
+    response = Client().post("/api/search/", {"image": upload})
+    assert response.status_code == 200, response.content
+    assert written == []
+    assert list(uploads.iterdir()) == []
+
+
+def test_errors_show_no_stack_trace_with_debug_off(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import search.apis
+
+    settings.DEBUG = False
+    settings.ALLOWED_HOSTS = ["testserver"]
+
+    def boom(**_: object) -> None:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(search.apis, "index_get_active", boom)
+    client = Client(raise_request_exception=False)
+    response = client.post("/api/search/", {"image_id": 1}, content_type="application/json")
+    assert response.status_code == 500
+    assert b"secret internal detail" not in response.content
+    assert b"Traceback" not in response.content
