@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,19 @@ DEMO_DATA = Path(__file__).resolve().parents[1] / "data" / "demo"
 def _media_root(settings: Settings, tmp_path: Path) -> None:
     # Every test writes its files into its own folder, never into var/media.
     settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def eager_celery() -> Iterator[None]:
+    """Run queued tasks in-process for one test, whatever broker this run is configured with."""
+    from sketchsite.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        app.conf.task_always_eager = previous
 
 
 def redis_reachable(url: str) -> bool:

@@ -36,9 +36,11 @@ needs_postgres = pytest.mark.skipif(
 
 
 @pytest.fixture
-def broker(request: pytest.FixtureRequest) -> Iterator[str]:
+def broker(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Point Celery at a broker URL (non-eager) for one test and restore it afterwards."""
     url: str = request.param
+    # Celery reads the CELERY_BROKER_URL environment variable before its own configuration (CI sets it).
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
     keys = ("broker_url", "task_always_eager", "task_publish_retry")
     previous = {key: app.conf[key] for key in keys}
     app.conf.update(broker_url=url, task_always_eager=False, task_publish_retry=False)

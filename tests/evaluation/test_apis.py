@@ -61,7 +61,7 @@ def test_post_is_refused_to_anonymous_and_plain_users(dataset: Dataset) -> None:
 
 
 def test_staff_post_queues_a_run(
-    dataset: Dataset, staff: User, django_capture_on_commit_callbacks: Callable[..., Any]
+    dataset: Dataset, staff: User, django_capture_on_commit_callbacks: Callable[..., Any], eager_celery: None
 ) -> None:
     client = APIClient()
     client.force_authenticate(staff)
@@ -107,7 +107,7 @@ def test_dashboard_pages_render(runs: list[EvaluationRun]) -> None:
 
 
 def test_dashboard_form_is_staff_only(
-    dataset: Dataset, staff: User, django_capture_on_commit_callbacks: Callable[..., Any]
+    dataset: Dataset, staff: User, django_capture_on_commit_callbacks: Callable[..., Any], eager_celery: None
 ) -> None:
     client = Client()
     assert client.post("/evaluation/", {"kind": "evaluate"}).status_code == 403
