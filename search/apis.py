@@ -233,6 +233,11 @@ class SketchSearchApi(JsonErrorsMixin, APIView):
         probes = serializers.IntegerField(min_value=0, max_value=MAX_PROBES, default=0)
         label = serializers.CharField(required=False, allow_blank=True, max_length=100)  # type: ignore[assignment]
         scan = serializers.BooleanField(required=False, default=False, help_text="exact scan, no LSH")
+        domain = serializers.ChoiceField(
+            choices=["sketch", "photo", "both"],
+            required=False,
+            help_text="only hits from sketch collections, photo collections, or both (default)",
+        )
 
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             if ("image" in attrs) == ("image_id" in attrs):
@@ -329,6 +334,7 @@ class SketchSearchApi(JsonErrorsMixin, APIView):
             probes=data["probes"],
             label=data.get("label") or None,
             scan=data["scan"],
+            domain=data.get("domain"),
         )
         return Response(self.OutputSerializer(result).data)
 

@@ -24,7 +24,7 @@ from indexing.features.preprocess import (
 
 __all__ = ["ImageKind", "embed_images", "prepare_image"]
 
-ImageKind = Literal["sketch", "photo"]
+ImageKind = Literal["sketch", "photo", "edges"]
 ImageSource = bytes | str | Path
 
 
@@ -41,7 +41,8 @@ def prepare_image(
     Args:
         source: Encoded bytes or a file path.
         size: The backbone's input size.
-        kind: ``"sketch"`` (crop to strokes) or ``"photo"`` (centre crop).
+        kind: ``"sketch"`` (crop to strokes), ``"photo"`` (centre crop) or ``"edges"`` (a photo turned into an edge
+            map by ``crossdomain.photo_to_edges``, then preprocessed as a sketch).
         margin: Sketch margin, see ``preprocess_sketch``.
         dilate: Sketch stroke thickening, see ``preprocess_sketch``.
 
@@ -56,7 +57,12 @@ def prepare_image(
         return preprocess_sketch(load_image(source), size, margin=margin, dilate=dilate)
     if kind == "photo":
         return preprocess_photo(load_image(source), size)
-    raise ValueError(f"kind must be 'sketch' or 'photo', got {kind!r}")
+    if kind == "edges":
+        # A photo turned into a line drawing, then preprocessed exactly like a sketch (cross-domain search).
+        from indexing.features.crossdomain import photo_to_edges
+
+        return preprocess_sketch(photo_to_edges(load_image(source)), size, margin=margin, dilate=dilate)
+    raise ValueError(f"kind must be 'sketch', 'photo' or 'edges', got {kind!r}")
 
 
 def embed_images(
@@ -78,7 +84,7 @@ def embed_images(
     Args:
         images: ``(image_id, bytes or path)`` pairs.
         backbone: The extractor.
-        kind: ``"sketch"`` or ``"photo"`` preprocessing.
+        kind: ``"sketch"``, ``"photo"`` or ``"edges"`` preprocessing (see ``prepare_image``).
         batch_size: Images per yielded batch.
         workers: Decoding threads; defaults to ``min(4, os.cpu_count())``.
         margin: Sketch margin, see ``preprocess_sketch``.
@@ -92,8 +98,8 @@ def embed_images(
     Raises:
         ValueError: Unknown ``kind`` or ``batch_size`` < 1.
     """
-    if kind not in ("sketch", "photo"):
-        raise ValueError(f"kind must be 'sketch' or 'photo', got {kind!r}")
+    if kind not in ("sketch", "photo", "edges"):
+        raise ValueError(f"kind must be 'sketch', 'photo' or 'edges', got {kind!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     prepare = partial(prepare_image, size=backbone.input_size, kind=kind, margin=margin, dilate=dilate)

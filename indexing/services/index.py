@@ -24,6 +24,7 @@ class FeatureMatrix:
     image_ids: np.ndarray  # int64 (n,)
     vectors: np.ndarray  # float32 (n, dim), L2-normalised
     labels: np.ndarray  # str (n,): class label, "" for unlabelled photos
+    kinds: np.ndarray | None = None  # str (n,): the kind of each image's collection (Collection.Kind); None: unknown
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Row numbers of ``ids``; ids not in the matrix are dropped."""
@@ -42,15 +43,18 @@ def features_load(*, extractor: Extractor, collection_ids: list[int], split: str
     queryset = Feature.objects.filter(extractor=extractor, image__collection_id__in=collection_ids)
     if split is not None:
         queryset = queryset.filter(image__split=split)
-    rows = list(queryset.order_by("image_id").values_list("image_id", "vector", "image__label"))
+    rows = list(
+        queryset.order_by("image_id").values_list("image_id", "vector", "image__label", "image__collection__kind")
+    )
     dim = extractor.output_dim
     vectors = np.empty((len(rows), dim), dtype=np.float32)
-    for position, (_, blob, _) in enumerate(rows):
+    for position, (_, blob, _, _) in enumerate(rows):
         vectors[position] = np.frombuffer(bytes(blob), dtype="<f4", count=dim)
     return FeatureMatrix(
         image_ids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
         vectors=vectors,
         labels=np.array([r[2] for r in rows], dtype=str) if rows else np.empty(0, dtype=str),
+        kinds=np.array([r[3] for r in rows], dtype=str) if rows else np.empty(0, dtype=str),
     )
 
 
@@ -63,7 +67,8 @@ def index_activate(*, index: LSHIndex) -> LSHIndex:
     """
     if index.status != LSHIndex.Status.READY and not index.is_active:
         raise ValueError(f"index {index.pk} is {index.status}, only a ready index can be activated")
-    LSHIndex.objects.select_for_update().filter(name=index.name)  # serialise concurrent flips of one name
+    # Lock the name's rows (evaluated: a lazy queryset would lock nothing) so concurrent flips serialise.
+    list(LSHIndex.objects.select_for_update().filter(name=index.name).values_list("pk", flat=True))
     previous = list(LSHIndex.objects.filter(name=index.name, is_active=True).exclude(pk=index.pk))
     LSHIndex.objects.filter(pk__in=[p.pk for p in previous]).update(is_active=False, status=LSHIndex.Status.RETIRED)
     LSHIndex.objects.filter(pk=index.pk).update(is_active=True)

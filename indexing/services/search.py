@@ -10,11 +10,18 @@ from django.core.files.storage import default_storage
 
 from indexing.features.preprocess import load_image, preprocess_sketch
 from indexing.lsh.scan import cosine_top_k, rerank
-from indexing.models import Feature, Image, LSHIndex
+from indexing.models import Collection, Feature, Image, LSHIndex
 from indexing.services.extraction import extractor_backbone
 from indexing.services.index import LoadedIndex, index_cache, index_get_active
 
 MAX_TOP_K = 500
+# Search modes: which collections' kind a hit may come from (None: no filter).
+DOMAINS: dict[str | None, str | None] = {
+    None: None,
+    "both": None,
+    "sketch": Collection.Kind.SKETCHES.value,
+    "photo": Collection.Kind.PHOTOS.value,
+}
 
 
 class SearchError(ValueError):
@@ -143,8 +150,15 @@ def sketch_search(
     probes: int = 0,
     label: str | None = None,
     scan: bool = False,
+    domain: str | None = None,
 ) -> SearchResult:
-    """Search the index (or scan its whole matrix) with a sketch or a stored image; best hits first."""
+    """Search the index (or scan its whole matrix) with a sketch or a stored image; best hits first.
+
+    ``domain`` keeps only images of ``"sketch"`` collections or of ``"photo"`` collections (by the collection's kind;
+    images of "mixed" collections match neither); ``"both"`` or ``None`` keeps everything.
+    """
+    if domain not in DOMAINS:
+        raise SearchError(f"domain must be one of {', '.join(d for d in DOMAINS if d)}, got {domain!r}")
     if not 1 <= top_k <= MAX_TOP_K:
         raise SearchError(f"k must be between 1 and {MAX_TOP_K}, got {top_k}")
     if probes < 0:
@@ -171,9 +185,14 @@ def sketch_search(
     candidates = int(rows.shape[0])
     if label:
         rows = rows[matrix.labels[rows] == label]
+    wanted_kind = DOMAINS[domain]
+    if wanted_kind is not None:
+        if matrix.kinds is None:
+            raise SearchError("this index has no collection kinds loaded: cannot filter by domain")
+        rows = rows[matrix.kinds[rows] == wanted_kind]
     if image_id is not None:
         rows = rows[matrix.image_ids[rows] != image_id]  # query by example: do not return the query itself
-    if scan and not label and image_id is None:
+    if scan and not label and wanted_kind is None and image_id is None:
         top_rows_2d, scores_2d = cosine_top_k(matrix.vectors, vector[np.newaxis], min(top_k, n))
         top_rows, scores = top_rows_2d[0], scores_2d[0]
     else:

@@ -301,3 +301,13 @@ def test_search_without_a_classifier_answers_no_predictions(client: APIClient, b
     response = client.post(SEARCH, {"image": data_url(sketch_png(3))}, format="json")
     assert response.status_code == 200
     assert response.json()["predictions"] == []
+
+
+def test_search_domain_filters_hits_by_collection_kind(client: APIClient, built: BuiltIndex) -> None:
+    # The fixture's collection holds sketches: "sketch" and "both" find them, "photo" finds nothing.
+    for domain, expect_hits in (("sketch", True), ("both", True), ("photo", False)):
+        response = client.post(SEARCH, {"image": data_url(sketch_png(9)), "domain": domain, "scan": True})
+        assert response.status_code == 200, response.content
+        assert bool(response.json()["results"]) is expect_hits, domain
+    response = client.post(SEARCH, {"image": data_url(sketch_png(9)), "domain": "video"})
+    assert response.status_code == 400
