@@ -111,6 +111,16 @@ def test_draw_search_undo_example_and_clear(live_server: Any, live_index: BuiltI
             wait_for_search_after(page, before)
             assert set(page.get_by_test_id("result-label").all_inner_texts()) == {chip_label}
 
+            # "Search in: photos only" over a sketch collection finds nothing; "both" brings the sketches back.
+            before = search_count(page)
+            page.get_by_test_id("domain-select").select_option("photo")
+            wait_for_search_after(page, before)
+            assert page.get_by_test_id("result-label").count() == 0
+            before = search_count(page)
+            page.get_by_test_id("domain-select").select_option("both")
+            wait_for_search_after(page, before)
+            assert set(page.get_by_test_id("result-label").all_inner_texts()) == {chip_label}
+
             # Clicking a result searches with it (query by example).
             before = search_count(page)
             first = page.get_by_test_id("result-item").first.get_by_role("button")

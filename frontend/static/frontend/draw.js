@@ -23,7 +23,7 @@
     pen: $("tool-pen"), eraser: $("tool-eraser"), width: $("stroke-width"), widthValue: $("stroke-width-value"),
     undo: $("undo"), redo: $("redo"), clear: $("clear"), search: $("search-button"), live: $("live-search"),
     upload: $("upload"), download: $("download"), k: $("k-select"), index: $("index-select"),
-    probes: $("probes-select"), scan: $("scan"), status: $("status"), error: $("error"), results: $("results"),
+    probes: $("probes-select"), domain: $("domain-select"), scan: $("scan"), status: $("status"), error: $("error"), results: $("results"),
     chips: $("label-chips"), stats: $("stats"), predictions: $("predictions"), wrap: $("canvas-wrap"),
     dropHint: $("drop-hint"), example: $("query-example"), exampleImg: $("query-example-img"),
     exampleText: $("query-example-text"), exampleBack: $("query-example-back"),
@@ -197,7 +197,9 @@
   ui.redo.addEventListener("click", redo);
   ui.clear.addEventListener("click", clearCanvas);
   ui.search.addEventListener("click", () => runSearch());
-  for (const control of [ui.k, ui.index, ui.probes, ui.scan]) control.addEventListener("change", () => rerun());
+  for (const control of [ui.k, ui.index, ui.probes, ui.domain, ui.scan]) {
+    control.addEventListener("change", () => rerun());
+  }
   ui.exampleBack.addEventListener("click", () => {
     state.example = null;
     state.label = "";
@@ -281,7 +283,9 @@
   }
 
   function searchBody() {
-    const body = { k: Number(ui.k.value), probes: Number(ui.probes.value), scan: ui.scan.checked };
+    const body = {
+      k: Number(ui.k.value), probes: Number(ui.probes.value), scan: ui.scan.checked, domain: ui.domain.value,
+    };
     if (ui.index.value) body.index = Number(ui.index.value);
     if (state.label) body.label = state.label;
     if (state.example) body.image_id = state.example.image_id;
