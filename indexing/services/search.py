@@ -199,12 +199,12 @@ def sketch_search(
         top_rows, scores = rerank(matrix.vectors, rows, vector, top_k)
     clock.lap("rerank")
     hits_out = []
-    for image_id, score in zip(matrix.image_ids[top_rows].tolist(), scores.tolist(), strict=True):
-        meta = loaded.meta.get(image_id)
+    for hit_id, score in zip(matrix.image_ids[top_rows].tolist(), scores.tolist(), strict=True):
+        meta = loaded.meta.get(hit_id)
         if meta is not None:  # an image deleted after the index was built is not shown
             hits_out.append(
                 SearchHit(
-                    image_id=image_id,
+                    image_id=hit_id,
                     url=default_storage.url(meta.file),
                     label=meta.label,
                     score=score,
