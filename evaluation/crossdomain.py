@@ -179,11 +179,20 @@ class CrossDomainResult:
         rows: One dict per (method, split, gallery): metrics and labels.
         info: Setup (backbone, counts, training settings, timings).
         losses: Per-epoch training losses per joint method.
+        heads: The trained ``(sketch_branch, photo_branch)`` per joint method, to be saved as an extractor.
     """
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     losses: dict[str, list[float]] = field(default_factory=dict)
+    heads: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    def metrics(self, method: str, split: str, gallery: str = "split") -> dict[str, Any]:
+        """The row of one method, split (``unseen``/``seen``) and gallery (``split``/``all``); {} when absent."""
+        for row in self.rows:
+            if (row["method"], row["split"], row["gallery"]) == (method, split, gallery):
+                return row
+        return {}
 
 
 def _features(backbone: Any, paths: Sequence[Path], kind: str, cache: Path | None) -> np.ndarray:
@@ -327,6 +336,7 @@ def run_cross_domain(
         )
         timings[f"train_{method}_s"] = round(time.perf_counter() - start, 1)
         result.losses[method] = [round(x, 4) for x in fit.losses]
+        result.heads[method] = (sketch_branch, photo_branch)
         score(method, joint_embed(sketch_branch, sketches), joint_embed(photo_branch, gallery_feats))
     return result
 

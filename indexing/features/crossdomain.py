@@ -7,6 +7,9 @@ Two ways to make a photo comparable with a sketch:
   preprocessing and the same frozen extractor can embed it.
 - :func:`build_joint_head` + :func:`fit_joint_head` learn a small two-branch head over frozen backbone vectors
   (one branch for sketches, one for photos) trained with contrastive (InfoNCE) losses on sketch-photo pairs.
+  :func:`save_joint_head` / :func:`load_joint_head` store both branches in one ``.keras`` file, and
+  :class:`JointBackbone` serves them as an extractor: sketches (the queries and sketch collections) go through the
+  sketch branch, photos through the photo branch, into one space.
 
 The edge transform is pure PIL + NumPy. Keras is imported inside the functions that need it.
 """
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageFilter
 
+from indexing.features.backbones import Backbone, l2_normalize
 from indexing.features.preprocess import to_display_mode
 
 if TYPE_CHECKING:
@@ -26,13 +30,22 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_EDGE_SIDE",
+    "JOINT_HEAD",
+    "PHOTO_INPUTS",
+    "JointBackbone",
     "JointFit",
     "build_joint_head",
     "fit_joint_head",
     "joint_embed",
+    "load_joint_head",
     "photo_to_edges",
+    "save_joint_head",
     "triplet_batches",
 ]
+
+# Extractor.head of a served joint embedding, and what its photo branch was trained on (how photos are prepared).
+JOINT_HEAD = "joint"
+PHOTO_INPUTS = ("photo", "edges")
 
 # The photos are scaled so that their longer side is this many pixels before edge detection: the edges' density
 # then does not depend on the source resolution (Sketchy photos are 192 px here, canvas sketches 256-512 px).
@@ -346,3 +359,159 @@ def joint_embed(branch: keras.Model, features: np.ndarray, batch_size: int = 102
         return np.zeros((0, int(branch.output_shape[-1])), dtype=np.float32)
     parts = [np.asarray(branch(feats[i : i + batch_size], training=False)) for i in range(0, len(feats), batch_size)]
     return np.concatenate(parts).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------- serving
+
+
+def save_joint_head(path: str, sketch_branch: keras.Model, photo_branch: keras.Model) -> None:
+    """Save both branches in one ``.keras`` file (a model with two inputs and two outputs).
+
+    Args:
+        path: Target file (``.keras``).
+        sketch_branch: From :func:`build_joint_head`.
+        photo_branch: From :func:`build_joint_head` (may be the sketch branch itself when shared).
+    """
+    import keras
+
+    sketch_in = keras.Input(shape=tuple(sketch_branch.input_shape[1:]), name="sketch_features")
+    photo_in = keras.Input(shape=tuple(photo_branch.input_shape[1:]), name="photo_features")
+    model = keras.Model([sketch_in, photo_in], [sketch_branch(sketch_in), photo_branch(photo_in)], name="joint")
+    model.save(path)
+
+
+def load_joint_head(path: str) -> tuple[keras.Model, keras.Model]:
+    """Load the branches saved by :func:`save_joint_head`.
+
+    Args:
+        path: The ``.keras`` file.
+
+    Returns:
+        ``(sketch_branch, photo_branch)`` (the same model twice for a shared head).
+
+    Raises:
+        ValueError: The file holds no joint head.
+    """
+    import keras
+
+    loaded = keras.models.load_model(path, compile=False)
+    try:
+        sketch = loaded.get_layer("sketch_branch")
+    except ValueError as exc:
+        raise ValueError(f"{path} holds no joint sketch/photo head (no 'sketch_branch' layer)") from exc
+    try:
+        photo = loaded.get_layer("photo_branch")
+    except ValueError:
+        photo = sketch  # shared weights
+    return sketch, photo
+
+
+class JointBackbone:
+    """A frozen base backbone followed by the joint head: a :class:`Backbone` whose ``embed`` is the sketch side.
+
+    ``embed(images)`` = sketch branch (drawn queries, sketch collections); :meth:`for_kind` gives the photo side
+    (``photo_branch(base(photo))``) for photo collections, so sketches and photos land in one space and one index.
+    ``photo_input`` says how photos are prepared before the base: ``"photo"`` (centre crop) or ``"edges"`` (edge
+    map, see :func:`photo_to_edges`), as during training.
+    """
+
+    def __init__(
+        self,
+        base: Backbone,
+        sketch_branch: keras.Model,
+        photo_branch: keras.Model,
+        *,
+        name: str,
+        photo_input: str = "photo",
+        weights: str = "trained",
+    ) -> None:
+        """Wrap a base and the two branches.
+
+        Args:
+            base: The frozen base the head was trained on; its ``dim`` must be the branches' input width.
+            sketch_branch: Sketch side of the head.
+            photo_branch: Photo side of the head.
+            name: Name reported (the Extractor's name).
+            photo_input: ``"photo"`` or ``"edges"``.
+            weights: Origin recorded for the wrapper.
+
+        Raises:
+            ValueError: Widths do not match, or an unknown ``photo_input``.
+        """
+        import tensorflow as tf
+
+        if photo_input not in PHOTO_INPUTS:
+            raise ValueError(f"photo_input must be one of {PHOTO_INPUTS}, got {photo_input!r}")
+        for branch in (sketch_branch, photo_branch):
+            width = int(branch.input_shape[-1])
+            if width != base.dim:
+                raise ValueError(f"{branch.name} takes {width}-d vectors but base {base.name} gives {base.dim}-d")
+        if int(sketch_branch.output_shape[-1]) != int(photo_branch.output_shape[-1]):
+            raise ValueError("the sketch and photo branches give vectors of different lengths")
+        self.base = base
+        self.name = name
+        self.weights = weights
+        self.input_size = base.input_size
+        self.photo_input = photo_input
+        self.dim = int(sketch_branch.output_shape[-1])
+        shared = sketch_branch is photo_branch
+        self.param_count = (
+            int(base.param_count) + int(sketch_branch.count_params()) + (0 if shared else photo_branch.count_params())
+        )
+        spec = [tf.TensorSpec([None, base.dim], tf.float32)]
+        # One traced function per branch for every batch size (see KerasBackbone for why not predict()).
+        self._branches = {
+            "sketch": tf.function(lambda x: sketch_branch(x, training=False), input_signature=spec),
+            "photo": tf.function(lambda x: photo_branch(x, training=False), input_signature=spec),
+        }
+
+    def __repr__(self) -> str:
+        return f"JointBackbone(name={self.name!r}, base={self.base.name!r}, dim={self.dim}, photos={self.photo_input})"
+
+    def embed_features(self, features: np.ndarray, side: str = "sketch") -> np.ndarray:
+        """Map base vectors through one branch.
+
+        Args:
+            features: ``float32`` ``(n, base.dim)`` base vectors.
+            side: ``"sketch"`` or ``"photo"``.
+
+        Returns:
+            ``float32`` ``(n, dim)`` L2-normalised rows.
+        """
+        forward = self._branches[side]
+        features = np.asarray(features, dtype=np.float32)
+        if len(features) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        parts = [np.asarray(forward(features[i : i + 1024])) for i in range(0, len(features), 1024)]
+        return l2_normalize(np.concatenate(parts))
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """Embed preprocessed sketches (the query side); see :meth:`Backbone.embed`."""
+        return self.embed_features(self.base.embed(images), "sketch")
+
+    def embed_photos(self, images: np.ndarray) -> np.ndarray:
+        """Embed photos prepared as ``photo_input`` says; see :meth:`Backbone.embed`."""
+        return self.embed_features(self.base.embed(images), "photo")
+
+    def for_kind(self, kind: str) -> Backbone:
+        """The backbone that embeds images of one kind: ``"sketch"`` -> self, ``"photo"``/``"edges"`` -> photo side."""
+        if kind == "sketch":
+            return self
+        if kind in PHOTO_INPUTS:
+            return _PhotoSide(self)
+        raise ValueError(f"kind must be 'sketch', 'photo' or 'edges', got {kind!r}")
+
+
+class _PhotoSide:
+    """The photo branch of a :class:`JointBackbone` as a plain :class:`Backbone`."""
+
+    def __init__(self, joint: JointBackbone) -> None:
+        self.joint = joint
+        self.name = f"{joint.name}:photo"
+        self.input_size = joint.input_size
+        self.dim = joint.dim
+        self.param_count = joint.param_count
+        self.weights = joint.weights
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        return self.joint.embed_photos(images)

@@ -11,6 +11,7 @@ import numpy as np
 from django.db import transaction
 
 from indexing.features.backbones import Backbone, backbone_spec, load_backbone, warm_up
+from indexing.features.crossdomain import JointBackbone
 from indexing.features.pipeline import ImageKind, embed_images
 from indexing.features.preprocess import DEFAULT_SKETCH_DILATE
 from indexing.models import Collection, Extractor, Feature, Image
@@ -137,6 +138,10 @@ def collection_extract_features(
         return report
     backbone = extractor_backbone(extractor)
     kind: ImageKind = "photo" if collection.kind == Collection.Kind.PHOTOS else "sketch"
+    if kind == "photo" and isinstance(backbone, JointBackbone):
+        # A joint sketch/photo head: photos go through its photo branch, prepared as during its training.
+        kind = "edges" if backbone.photo_input == "edges" else "photo"
+        backbone = backbone.for_kind(kind)
     from django.core.files.storage import default_storage
 
     sources = ((pk, default_storage.path(name)) for pk, name in todo)

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import transaction
 
 from indexing.features.backbones import Backbone, available_backbones, l2_normalize, load_backbone, warm_up
+from indexing.features.crossdomain import JOINT_HEAD, PHOTO_INPUTS, JointBackbone, load_joint_head, save_joint_head
 from indexing.features.heads import SIAMESE_MODEL, HeadBackbone, head_name, head_param_count, load_head
 from indexing.features.pipeline import prepare_image
 from indexing.features.training import (
@@ -393,6 +394,15 @@ def extractor_head_backbone(extractor: Extractor) -> Backbone:
         raise ValueError(f"extractor {extractor.name} has head {extractor.head!r} but no weights file")
     path = Path(settings.MEDIA_ROOT) / str(extractor.weights_file.name)
     details = extractor.details or {}
+    if extractor.head == JOINT_HEAD:
+        return _joint_backbone_load(
+            name=extractor.name,
+            backbone=extractor.backbone,
+            base_weights=str(details.get("base_weights") or ""),
+            photo_input=str(details.get("photo_input") or "photo"),
+            path=str(path),
+            mtime=path.stat().st_mtime if path.exists() else 0.0,
+        )
     return _head_backbone_load(
         name=extractor.name,
         backbone=extractor.backbone,
@@ -421,6 +431,88 @@ def _head_backbone_load(
     wrapper = HeadBackbone(base, head, name=name, layer=layer)
     warm_up(wrapper)
     return wrapper
+
+
+@functools.lru_cache(maxsize=4)
+def _joint_backbone_load(
+    *, name: str, backbone: str, base_weights: str, photo_input: str, path: str, mtime: float
+) -> Backbone:
+    sketch_branch, photo_branch = load_joint_head(path)
+    base = extraction.extractor_backbone_load(backbone=backbone, weights=base_weights or _default_weights(backbone))
+    wrapper = JointBackbone(base, sketch_branch, photo_branch, name=name, photo_input=photo_input)
+    warm_up(wrapper)
+    return wrapper
+
+
+def joint_extractor_save(
+    *,
+    name: str,
+    backbone: str,
+    sketch_branch: Any,
+    photo_branch: Any,
+    photo_input: str,
+    details: dict[str, Any],
+) -> tuple[Extractor, list[str]]:
+    """Store a trained joint sketch/photo head (``indexing.features.crossdomain``) as a servable Extractor.
+
+    The file goes to ``MEDIA_ROOT/extractors/<name>.keras``. Extracting features with the extractor embeds sketch
+    collections with the sketch branch and photo collections with the photo branch; a drawn query always takes
+    the sketch branch. An existing extractor of the same name is replaced and its old vectors are deleted.
+
+    Returns:
+        The row and notes for the user.
+
+    Raises:
+        TrainingError: Unknown base backbone, bad ``photo_input``, or ``name`` taken by a non-joint extractor.
+    """
+    if photo_input not in PHOTO_INPUTS:
+        raise TrainingError(f"photo_input must be one of {PHOTO_INPUTS}, got {photo_input!r}")
+    base = base_extractor_resolve(backbone)
+    if int(sketch_branch.input_shape[-1]) != base.output_dim:
+        raise TrainingError(
+            f"the head takes {sketch_branch.input_shape[-1]}-d vectors, {base.name} gives {base.output_dim}-d"
+        )
+    existing = Extractor.objects.filter(name=name).first()
+    if existing is not None and existing.head != JOINT_HEAD:
+        raise TrainingError(f"extractor {name!r} exists and is not a joint head: choose another name")
+    folder = Path(settings.MEDIA_ROOT) / EXTRACTORS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    weights_name = f"{EXTRACTORS_DIR}/{name}.keras"
+    save_joint_head(str(folder / f"{name}.keras"), sketch_branch, photo_branch)
+    shared = sketch_branch is photo_branch
+    head_params = int(sketch_branch.count_params()) + (0 if shared else int(photo_branch.count_params()))
+    fields: dict[str, Any] = {
+        "backbone": base.backbone,
+        "head": JOINT_HEAD,
+        "weights": TRAINED_WEIGHTS,
+        "input_size": base.input_size,
+        "output_dim": int(sketch_branch.output_shape[-1]),
+        "param_count": int(base.param_count) + head_params,
+        "details": {
+            "base_extractor": base.name,
+            "base_weights": base.weights,
+            "photo_input": photo_input,
+            "head_params": head_params,
+            "sketch_dilate": (base.details or {}).get("sketch_dilate"),
+            **details,
+        },
+    }
+    notes: list[str] = []
+    with transaction.atomic():
+        if existing is not None:
+            Feature.objects.filter(extractor=existing).delete()
+            for key, value in fields.items():
+                setattr(existing, key, value)
+            existing.weights_file.name = weights_name
+            existing.save()
+            notes.append(f"replaced {name} and deleted its old vectors")
+            row = existing
+        else:
+            row = Extractor(name=name, **fields)
+            row.weights_file.name = weights_name
+            row.save()
+    _joint_backbone_load.cache_clear()
+    return row, notes
 
 
 def _default_weights(backbone: str) -> str:

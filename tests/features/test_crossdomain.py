@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from indexing.features.crossdomain import (
+    JointBackbone,
     build_joint_head,
     fit_joint_head,
     joint_embed,
+    load_joint_head,
     photo_to_edges,
+    save_joint_head,
     triplet_batches,
 )
 from indexing.features.pipeline import prepare_image
@@ -119,3 +124,52 @@ def test_joint_head_learns_separable_sketch_photo_pairs() -> None:
 def test_shared_head_is_one_model() -> None:
     sketch_branch, photo_branch = build_joint_head(8, hidden=4, dim=2, shared=True)
     assert sketch_branch is photo_branch
+
+
+class _Base:
+    """A stand-in base backbone: the first ``dim`` pixels of the image, scaled."""
+
+    name, input_size, dim, param_count, weights = "base", 4, 8, 0, "none"
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        flat = images.reshape(len(images), -1)[:, : self.dim].astype(np.float32) / 255.0
+        return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-9)
+
+
+def test_joint_head_round_trips_through_one_file_and_serves_each_side(tmp_path: Path) -> None:
+    sketch_branch, photo_branch = build_joint_head(8, hidden=6, dim=3, seed=1)
+    path = str(tmp_path / "joint.keras")
+    save_joint_head(path, sketch_branch, photo_branch)
+    loaded_sketch, loaded_photo = load_joint_head(path)
+    images = np.random.default_rng(0).integers(1, 255, (5, 4, 4, 3), dtype=np.uint8)
+    base = _Base()
+    joint = JointBackbone(base, loaded_sketch, loaded_photo, name="j", photo_input="edges")
+    assert (joint.dim, joint.input_size, joint.photo_input) == (3, 4, "edges")
+    features = base.embed(images)
+    np.testing.assert_allclose(joint.embed(images), joint_embed(sketch_branch, features), atol=1e-5)
+    photo_side = joint.for_kind("edges")
+    np.testing.assert_allclose(photo_side.embed(images), joint_embed(photo_branch, features), atol=1e-5)
+    assert photo_side.dim == 3
+    assert joint.for_kind("sketch") is joint
+    assert not np.allclose(joint.embed(images), photo_side.embed(images))
+    with pytest.raises(ValueError, match="kind"):
+        joint.for_kind("drawing")
+
+
+def test_shared_joint_head_loads_as_one_model_and_bad_inputs_are_refused(tmp_path: Path) -> None:
+    shared, _ = build_joint_head(8, hidden=4, dim=2, shared=True)
+    path = str(tmp_path / "shared.keras")
+    save_joint_head(path, shared, shared)
+    sketch_branch, photo_branch = load_joint_head(path)
+    assert sketch_branch is photo_branch
+    with pytest.raises(ValueError, match="photo_input"):
+        JointBackbone(_Base(), sketch_branch, photo_branch, name="j", photo_input="pixels")
+    wide, _ = build_joint_head(16, hidden=4, dim=2, shared=True)
+    with pytest.raises(ValueError, match="16-d"):
+        JointBackbone(_Base(), wide, wide, name="j")
+    import keras
+
+    plain = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+    plain.save(str(tmp_path / "plain.keras"))
+    with pytest.raises(ValueError, match="no joint"):
+        load_joint_head(str(tmp_path / "plain.keras"))

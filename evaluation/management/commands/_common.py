@@ -16,10 +16,10 @@ from indexing.models import Collection, Extractor, LSHIndex
 T = TypeVar("T")
 
 
-def add_data_arguments(parser: CommandParser) -> None:
-    parser.add_argument("--collection", action="append", required=True, help="evaluated collection (repeatable)")
+def add_data_arguments(parser: CommandParser, *, required: bool = True) -> None:
+    parser.add_argument("--collection", action="append", required=required, help="evaluated collection (repeatable)")
     parser.add_argument("--distractors", action="append", default=[], nargs="+", help="distractor collections")
-    parser.add_argument("--extractor", required=True, help="extractor name, e.g. mobilenet_v1")
+    parser.add_argument("--extractor", required=required, help="extractor name, e.g. mobilenet_v1")
 
 
 def resolve(options: dict[str, Any]) -> tuple[Extractor, list[Collection], list[Collection], LSHIndex | None]:
