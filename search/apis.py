@@ -36,7 +36,7 @@ from rest_framework.views import APIView, set_rollback
 
 from indexing.features.preprocess import ImageDecodeError
 from indexing.models import Collection, Image, LSHIndex
-from indexing.services.index import index_get_active
+from indexing.services.index import index_get_default
 from indexing.services.search import MAX_TOP_K, SearchError, SearchResult, sketch_search
 
 DEFAULT_TOP_K = 24
@@ -323,7 +323,7 @@ class SketchSearchApi(JsonErrorsMixin, APIView):
         index: LSHIndex | int | None = data.get("index")
         if index is None:
             # No active index is the server's state, not the client's mistake: 503, not 400.
-            index = index_get_active()
+            index = index_get_default()
             if index is None:
                 raise ServiceUnavailable("no active index yet: build one (`manage.py build_index`; make run does it)")
         result = sketch_search(

@@ -99,7 +99,7 @@ def test_a_database_connection_killed_during_a_search_is_a_503_and_the_next_sear
     make_indexed_collection()
     import search.apis
 
-    original = search.apis.index_get_active
+    original = search.apis.index_get_default
     killed = {"done": False}
 
     def kill_then_query(**kwargs: object) -> object:
@@ -114,9 +114,9 @@ def test_a_database_connection_killed_during_a_search_is_a_503_and_the_next_sear
             params = connection.get_connection_params()
             with psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"}) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", [pid])
-        return original(**kwargs)  # type: ignore[arg-type]
+        return original()
 
-    monkeypatch.setattr(search.apis, "index_get_active", kill_then_query)
+    monkeypatch.setattr(search.apis, "index_get_default", kill_then_query)
     client = APIClient()
     body = {"image_id": Collection.objects.get().images.first().pk}  # type: ignore[union-attr]
     first = client.post("/api/search/", body, format="json")

@@ -275,6 +275,14 @@ def index_get_active(*, name: str = "default") -> LSHIndex | None:
     return LSHIndex.objects.select_related("extractor").filter(name=name, is_active=True).first()
 
 
+def index_get_default() -> LSHIndex | None:
+    """What a search that names no index searches: the active "default" index, else the newest active one."""
+    return (
+        index_get_active()
+        or LSHIndex.objects.select_related("extractor").filter(is_active=True).order_by("-created_at", "-pk").first()
+    )
+
+
 def index_warm_up(*, name: str = "default") -> LSHIndex | None:
     """Load the active index and its extractor into this process (gunicorn post_fork, celery worker init)."""
     from indexing.services.extraction import extractor_backbone

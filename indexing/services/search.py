@@ -12,7 +12,7 @@ from indexing.features.preprocess import load_image, preprocess_sketch
 from indexing.lsh.scan import cosine_top_k, rerank
 from indexing.models import Collection, Feature, Image, LSHIndex
 from indexing.services.extraction import extractor_backbone
-from indexing.services.index import LoadedIndex, index_cache, index_get_active
+from indexing.services.index import LoadedIndex, index_cache, index_get_default
 
 MAX_TOP_K = 500
 # Search modes: which collections' kind a hit may come from (None: no filter).
@@ -81,7 +81,7 @@ def _resolve_index(index: LSHIndex | int | None) -> LSHIndex:
     if isinstance(index, LSHIndex):
         return index
     if index is None:
-        found = index_get_active()
+        found = index_get_default()
         if found is None:
             raise SearchError("no active index: run `manage.py build_index` (make run does it for the demo)")
         return found

@@ -311,3 +311,10 @@ def test_search_domain_filters_hits_by_collection_kind(client: APIClient, built:
         assert bool(response.json()["results"]) is expect_hits, domain
     response = client.post(SEARCH, {"image": data_url(sketch_png(9)), "domain": "video"})
     assert response.status_code == 400
+
+
+def test_search_without_a_default_index_uses_the_newest_active_one(client: APIClient, built: BuiltIndex) -> None:
+    LSHIndex.objects.filter(pk=built.index.pk).update(name="sketchy")  # active, but not named "default"
+    response = client.post(SEARCH, {"image_id": built.image_ids[0]}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["index"]["id"] == built.index.pk
