@@ -161,10 +161,12 @@ class HashTable(models.Model):
 
 class BucketEntry(models.Model):
     # Written in bulk (millions of rows per index version) and read by one statement per search, so the row
-    # keeps only what those need: the (table, image) primary key (an image sits in exactly one bucket of a
-    # table) and the (table, key) index below. No surrogate id, no per-row foreign-key triggers, no
-    # single-column indexes: the builder writes ids it just read, and deletes go by table (index_delete).
-    pk = models.CompositePrimaryKey("table_id", "image_id")
+    # keeps only what those need, in ONE B-tree: the primary key (table, key, image). Its (table, key) prefix
+    # serves the search's candidate query as an index-only scan (the image id is in the key), its order is the
+    # order index_build writes rows in (appends), and a second index, e.g. (table, image), would cost a third
+    # of the write rate (measured: 355k rows/s with one B-tree, 111k with two). No surrogate id, no per-row
+    # foreign-key triggers: the builder writes ids it just read, and deletes go by table (index_delete).
+    pk = models.CompositePrimaryKey("table_id", "key", "image_id")
     table = models.ForeignKey(
         HashTable, on_delete=models.CASCADE, related_name="entries", db_constraint=False, db_index=False
     )
@@ -177,11 +179,6 @@ class BucketEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "bucket entries"
-        indexes = [
-            # Serves the search's one candidate query: WHERE (table_id, key) IN (...), and GROUP BY table, key.
-            # INCLUDE (PostgreSQL only) makes it a covering index: the lookup never visits the heap.
-            models.Index(fields=["table", "key"], include=["image"], name="bucketentry_table_key"),
-        ]
 
     def __str__(self) -> str:
         return f"image {self.image_id} in bucket {self.key} of table {self.table_id}"

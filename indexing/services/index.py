@@ -144,8 +144,13 @@ def index_build(
         order = np.lexsort((rows_image, rows_key, rows_table))
         bucket_entries_write(rows_table[order], rows_key[order], rows_image[order])
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:  # fresh statistics, so the planner uses the (table, key) index
-            cursor.execute(f"ANALYZE {BucketEntry._meta.db_table}")
+        # Fresh statistics, so the planner probes the (table, key) prefix of the primary key; VACUUM also sets
+        # the visibility map of the new pages, without which every candidate id costs the index-only scan a
+        # heap visit until autovacuum comes by (measured at 1M: lookup p50 19-25 ms before, 13-17 ms after).
+        # VACUUM cannot run inside a transaction: a build called within one (a test) only analyses.
+        command = "ANALYZE" if connection.in_atomic_block else "VACUUM (ANALYZE)"
+        with connection.cursor() as cursor:
+            cursor.execute(f"{command} {BucketEntry._meta.db_table}")
     index.status = LSHIndex.Status.READY
     index.built_at = timezone.now()
     index.build_seconds = time.perf_counter() - started
