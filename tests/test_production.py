@@ -92,7 +92,7 @@ def test_a_database_outage_during_a_search_is_a_503_with_a_message(monkeypatch: 
     def down(**_: object) -> None:
         raise OperationalError("server closed the connection unexpectedly")
 
-    monkeypatch.setattr(search.apis, "index_get_active", down)
+    monkeypatch.setattr(search.apis, "index_get_default", down)
     response = Client().post("/api/search/", {"image_id": 1}, content_type="application/json")
     assert response.status_code == 503
     assert "database is unavailable" in response.json()["error"]
@@ -149,7 +149,7 @@ def test_errors_show_no_stack_trace_with_debug_off(settings: Settings, monkeypat
     def boom(**_: object) -> None:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(search.apis, "index_get_active", boom)
+    monkeypatch.setattr(search.apis, "index_get_default", boom)
     client = Client(raise_request_exception=False)
     response = client.post("/api/search/", {"image_id": 1}, content_type="application/json")
     assert response.status_code == 500
