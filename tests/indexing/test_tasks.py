@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from indexing.models import Image, Job
 from indexing.services.jobs import collection_import_queue
@@ -22,21 +21,28 @@ def real_worker() -> Iterator[None]:
     """A Celery worker thread consuming from Redis (celery.contrib.testing), not eager mode."""
     if not redis_reachable(REDIS_URL):
         pytest.skip(f"Redis is not reachable at {REDIS_URL}")
-    if connection.vendor == "sqlite":
-        # Seen here: after pytest-django's non-transactional tests, a worker thread's task on the SQLite test
-        # database never completes. CI's PostgreSQL run exercises this path; the SQLite run uses eager mode.
-        pytest.skip("the real-worker test runs on PostgreSQL (DATABASE_URL=postgres://...)")
     from celery.contrib.testing.worker import start_worker
 
     keys = ("broker_url", "task_always_eager", "broker_connection_retry")
     previous = {key: app.conf[key] for key in keys}
     app.conf.update(broker_url=REDIS_URL, task_always_eager=False, broker_connection_retry=False)
+    _drop_connection_pools()  # connections opened under the eager default would keep its broker
     app.control.purge()  # messages left by an interrupted earlier run would run first, against other rows
     try:
         with start_worker(app, pool="solo", concurrency=1, perform_ping_check=False, shutdown_timeout=30):
             yield
     finally:
         app.conf.update(previous)
+        _drop_connection_pools()
+
+
+def _drop_connection_pools() -> None:
+    # What Celery itself does after a fork (Celery._after_fork): forget pooled broker connections and producers.
+    pool = app.__dict__.get("_pool")
+    if pool is not None:
+        pool.force_close_all()
+    app.__dict__["_pool"] = None
+    app.amqp.__dict__["_producer_pool"] = None
 
 
 @pytest.mark.redis
