@@ -344,6 +344,16 @@ def extractor_train(
         "param_count": base_params + head_params,
         "details": details,
     }
+    trained = _trained_extractor_save(
+        name=name, existing=existing, fields=fields, weights_name=weights_name, notes=notes
+    )
+    return TrainingReport(extractor=trained, base_test_map=base_map, subset=subset, notes=notes)
+
+
+def _trained_extractor_save(
+    *, name: str, existing: Extractor | None, fields: dict[str, Any], weights_name: str, notes: list[str]
+) -> Extractor:
+    """Create the Extractor row of a trained head, or replace ``existing`` and delete its now stale vectors."""
     with transaction.atomic():
         if existing is not None:
             # Its vectors came from the previous weights: drop them so extract_features recomputes them.
@@ -352,13 +362,12 @@ def extractor_train(
                 setattr(existing, key, value)
             existing.weights_file.name = weights_name
             existing.save()
-            trained = existing
             notes.append(f"replaced {name} and deleted its old vectors")
-        else:
-            trained = Extractor(name=name, **fields)
-            trained.weights_file.name = weights_name
-            trained.save()
-    return TrainingReport(extractor=trained, base_test_map=base_map, subset=subset, notes=notes)
+            return existing
+        row = Extractor(name=name, **fields)
+        row.weights_file.name = weights_name
+        row.save()
+        return row
 
 
 def _last_hidden(head: Any) -> int:
@@ -498,19 +507,7 @@ def joint_extractor_save(
         },
     }
     notes: list[str] = []
-    with transaction.atomic():
-        if existing is not None:
-            Feature.objects.filter(extractor=existing).delete()
-            for key, value in fields.items():
-                setattr(existing, key, value)
-            existing.weights_file.name = weights_name
-            existing.save()
-            notes.append(f"replaced {name} and deleted its old vectors")
-            row = existing
-        else:
-            row = Extractor(name=name, **fields)
-            row.weights_file.name = weights_name
-            row.save()
+    row = _trained_extractor_save(name=name, existing=existing, fields=fields, weights_name=weights_name, notes=notes)
     _joint_backbone_load.cache_clear()
     return row, notes
 
