@@ -353,7 +353,7 @@ def _collection_list() -> QuerySet[Collection]:
 
 
 class IndexListApi(JsonErrorsMixin, APIView):
-    """GET /api/indexes/: every index version, the active one flagged."""
+    """GET /api/indexes/: every index version, the active ones flagged, and the one a search without an index uses."""
 
     permission_classes = [AllowAny]
 
@@ -362,8 +362,13 @@ class IndexListApi(JsonErrorsMixin, APIView):
         w = serializers.FloatField()
         status = serializers.CharField()
         is_active = serializers.BooleanField()
+        is_default = serializers.SerializerMethodField()
         item_count = serializers.IntegerField()
         collections = serializers.SerializerMethodField()
+
+        @extend_schema_field(serializers.BooleanField(help_text="searched when a search names no index"))
+        def get_is_default(self, index: LSHIndex) -> bool:
+            return index.pk == self.context.get("default_id")
 
         @extend_schema_field(serializers.ListField(child=serializers.CharField(), help_text="collection names"))
         def get_collections(self, index: LSHIndex) -> list[str]:
@@ -371,7 +376,9 @@ class IndexListApi(JsonErrorsMixin, APIView):
 
     @extend_schema(operation_id="index_list", responses={200: OutputSerializer(many=True)})
     def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(_index_list(), many=True).data)
+        default = index_get_default()
+        context = {"default_id": default.pk if default is not None else None}
+        return Response(self.OutputSerializer(_index_list(), many=True, context=context).data)
 
 
 class CollectionListApi(JsonErrorsMixin, APIView):

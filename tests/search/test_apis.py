@@ -243,6 +243,7 @@ def test_index_list(client: APIClient, built: BuiltIndex) -> None:
             "w": 4.0,
             "status": "ready",
             "is_active": True,
+            "is_default": True,
             "item_count": len(built.image_ids),
             "collections": ["sketches"],
         }
@@ -318,3 +319,7 @@ def test_search_without_a_default_index_uses_the_newest_active_one(client: APICl
     response = client.post(SEARCH, {"image_id": built.image_ids[0]}, format="json")
     assert response.status_code == 200, response.content
     assert response.json()["index"]["id"] == built.index.pk
+    listed = client.get("/api/indexes/").json()
+    assert [index["id"] for index in listed if index["is_default"]] == [built.index.pk]
+    LSHIndex.objects.update(is_active=False)
+    assert not [index for index in client.get("/api/indexes/").json() if index["is_default"]]

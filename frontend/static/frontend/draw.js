@@ -512,9 +512,7 @@
             `L=${index.num_tables} K=${index.hashes_per_table}, ${index.extractor}, ${index.item_count} images`;
           return option;
         });
-      // The server searches the active "default" index when none is chosen, else the newest active one.
-      const actives = indexes.filter((index) => index.is_active).sort((a, b) => b.id - a.id);
-      const active = actives.find((index) => index.name === "default") || actives[0];
+      const active = indexes.find((index) => index.is_default);  // what the server searches by default
       ui.index.options[0].textContent = active ? `Active index (${active.name} v${active.version})` : "Active index";
       ui.index.append(...options);
       if (!indexes.length) announce("No index has been built yet: searches will fail until one is.");
