@@ -131,6 +131,7 @@ class LSHIndex(models.Model):
     build_seconds = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     built_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)  # when a newer version replaced it
 
     class Meta:
         ordering = ["name", "-version"]

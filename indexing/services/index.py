@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
+from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Max
+from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from indexing.lsh.hashing import family_from_table_params, fit_center, make_family
@@ -62,18 +64,25 @@ def features_load(*, extractor: Extractor, collection_ids: list[int], split: str
 def index_activate(*, index: LSHIndex) -> LSHIndex:
     """Make ``index`` the active version of its name, in one transaction; searches see old or new, never both.
 
-    The version it replaces is kept (retired) for searches that already resolved it; older retired
-    versions are deleted.
+    The version it replaces is kept (retired) for searches that already resolved it; older retired versions are
+    deleted once they have been retired for ``SKETCHSEARCH_RETIRED_INDEX_GRACE_SECONDS`` (until then a search
+    that resolved one just before several quick flips still finds its rows).
     """
     if index.status != LSHIndex.Status.READY and not index.is_active:
         raise ValueError(f"index {index.pk} is {index.status}, only a ready index can be activated")
     # Lock the name's rows (evaluated: a lazy queryset would lock nothing) so concurrent flips serialise.
     list(LSHIndex.objects.select_for_update().filter(name=index.name).values_list("pk", flat=True))
     previous = list(LSHIndex.objects.filter(name=index.name, is_active=True).exclude(pk=index.pk))
-    LSHIndex.objects.filter(pk__in=[p.pk for p in previous]).update(is_active=False, status=LSHIndex.Status.RETIRED)
-    LSHIndex.objects.filter(pk=index.pk).update(is_active=True)
-    stale = LSHIndex.objects.filter(name=index.name, status=LSHIndex.Status.RETIRED).exclude(
-        pk__in=[p.pk for p in previous]
+    now = timezone.now()
+    LSHIndex.objects.filter(pk__in=[p.pk for p in previous]).update(
+        is_active=False, status=LSHIndex.Status.RETIRED, retired_at=now
+    )
+    LSHIndex.objects.filter(pk=index.pk).update(is_active=True, retired_at=None)
+    grace = timedelta(seconds=settings.SKETCHSEARCH_RETIRED_INDEX_GRACE_SECONDS)
+    stale = (
+        LSHIndex.objects.filter(name=index.name, status=LSHIndex.Status.RETIRED)
+        .exclude(pk__in=[p.pk for p in previous])
+        .filter(Q(retired_at__isnull=True) | Q(retired_at__lte=now - grace))
     )
     for old in stale:
         index_delete(index=old)

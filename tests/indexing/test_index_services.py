@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from django.utils import timezone
 
 from indexing.lsh.hashing import make_family
 from indexing.lsh.index import LshIndex
@@ -79,7 +82,8 @@ def test_query_by_example_excludes_the_query_and_label_filter_applies() -> None:
     assert {h.label for h in result.hits} == {"class1"}
 
 
-def test_activation_keeps_the_previous_version_and_deletes_older_ones() -> None:
+def test_activation_keeps_the_previous_version_and_deletes_older_ones(settings: Any) -> None:
+    settings.SKETCHSEARCH_RETIRED_INDEX_GRACE_SECONDS = 0
     collection, extractor, first = make_indexed_collection()
     second = index_build(extractor=extractor, collections=[collection], family="binary", num_tables=2,
                          hashes_per_table=2)  # fmt: skip
@@ -94,6 +98,26 @@ def test_activation_keeps_the_previous_version_and_deletes_older_ones() -> None:
     assert LSHIndex.objects.get(pk=second.pk).status == LSHIndex.Status.RETIRED
     # Searches without an explicit index use the new active version.
     assert sketch_search(image=sketch_png(3), top_k=3).index.pk == third.pk
+
+
+def test_a_recently_retired_version_outlives_quick_flips_until_its_grace_ends(settings: Any) -> None:
+    settings.SKETCHSEARCH_RETIRED_INDEX_GRACE_SECONDS = 60
+    collection, extractor, first = make_indexed_collection()
+
+    def build() -> LSHIndex:
+        return index_build(extractor=extractor, collections=[collection], family="binary", num_tables=2,
+                           hashes_per_table=2)  # fmt: skip
+
+    build()
+    build()  # two flips within the grace: a search that resolved `first` still finds its rows
+    assert LSHIndex.objects.get(pk=first.pk).status == LSHIndex.Status.RETIRED
+    assert BucketEntry.objects.filter(table__index_id=first.pk).exists()
+    LSHIndex.objects.filter(pk=first.pk).update(retired_at=timezone.now() - timedelta(seconds=61))
+    fourth = build()
+    assert not LSHIndex.objects.filter(pk=first.pk).exists()
+    assert not BucketEntry.objects.filter(table__index_id=first.pk).exists()
+    assert LSHIndex.objects.filter(name="default").count() == 3  # fourth, and the two retired within the grace
+    assert fourth.is_active
 
 
 def test_bucket_stats_from_sql_equal_the_in_memory_ones() -> None:
