@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from evaluation.models import EvaluationRun
 from evaluation.services import FAMILIES, QUERY_CHOICES, RUN_KINDS, EvaluationError, evaluation_queue, run_headline
 from indexing.services.jobs import QueueError
-from search.apis import ErrorSerializer, JsonErrorsMixin
+from search.apis import MAX_ROW_ID, ErrorSerializer, JsonErrorsMixin
 
 
 class EvaluationRunSerializer(serializers.Serializer):
@@ -49,7 +49,7 @@ class EvaluationListApi(JsonErrorsMixin, APIView):
         extractor = serializers.CharField(max_length=100)
         collections = serializers.ListField(child=serializers.CharField(max_length=100), min_length=1)
         distractors = serializers.ListField(child=serializers.CharField(max_length=100), default=list)
-        index = serializers.IntegerField(required=False, min_value=1)
+        index = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ROW_ID)
         queries = serializers.ChoiceField(choices=QUERY_CHOICES, default="all")
         probes = serializers.IntegerField(min_value=0, max_value=64, default=0)
         families = serializers.ListField(child=serializers.ChoiceField(choices=FAMILIES), default=lambda: ["binary"])

@@ -8,6 +8,7 @@ from evaluation.grid import parse_grid, parse_int_list
 from evaluation.models import EvaluationRun
 from evaluation.services import FAMILIES, QUERY_CHOICES, RUN_KINDS
 from indexing.models import Collection, Extractor
+from search.apis import MAX_ROW_ID
 
 
 class QueueRunForm(forms.Form):
@@ -19,7 +20,9 @@ class QueueRunForm(forms.Form):
     distractors = forms.ModelMultipleChoiceField(
         queryset=Collection.objects.all(), to_field_name="name", required=False
     )
-    index = forms.IntegerField(required=False, min_value=1, help_text="stored index id (evaluate); empty: scan")
+    index = forms.IntegerField(
+        required=False, min_value=1, max_value=MAX_ROW_ID, help_text="stored index id (evaluate); empty: scan"
+    )
     queries = forms.ChoiceField(choices=[(q, q) for q in QUERY_CHOICES], initial="all")
     families = forms.MultipleChoiceField(choices=[(f, f) for f in FAMILIES], required=False, initial=["binary"])
     grid = forms.CharField(required=False, initial="3x6,3x5,4x4,5x5,3x1,5x2", help_text="sweep: LxK pairs")

@@ -41,6 +41,7 @@ from indexing.services.search import MAX_TOP_K, SearchError, SearchResult, sketc
 
 DEFAULT_TOP_K = 24
 MAX_PROBES = 16
+MAX_ROW_ID = 2**63 - 1  # the largest id a database row can have (BIGINT): larger ones get a 400, not a 500
 # The largest query image accepted, decoded. A canvas PNG is tens of KB; a phone photo a few MB.
 DEFAULT_QUERY_MAX_BYTES = 5 * 1024 * 1024
 
@@ -227,9 +228,13 @@ class SketchSearchApi(JsonErrorsMixin, APIView):
     @extend_schema_serializer(component_name="SearchRequest")
     class InputSerializer(serializers.Serializer):
         image = QueryImageField(required=False)
-        image_id = serializers.IntegerField(required=False, min_value=1, help_text="query by example")
+        image_id = serializers.IntegerField(
+            required=False, min_value=1, max_value=MAX_ROW_ID, help_text="query by example"
+        )
         k = serializers.IntegerField(min_value=1, max_value=MAX_TOP_K, default=DEFAULT_TOP_K)
-        index = serializers.IntegerField(required=False, min_value=1, help_text="default: the active index")
+        index = serializers.IntegerField(
+            required=False, min_value=1, max_value=MAX_ROW_ID, help_text="default: the active index"
+        )
         probes = serializers.IntegerField(min_value=0, max_value=MAX_PROBES, default=0)
         label = serializers.CharField(required=False, allow_blank=True, max_length=100)  # type: ignore[assignment]
         scan = serializers.BooleanField(required=False, default=False, help_text="exact scan, no LSH")

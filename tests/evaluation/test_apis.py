@@ -87,6 +87,9 @@ def test_staff_post_with_a_bad_name_is_a_400(dataset: Dataset, staff: User) -> N
     assert "nowhere" in response.json()["error"]
     response = client.post(LIST, body(kind="sweep", grid="3y6"), format="json")
     assert response.status_code == 400
+    response = client.post(LIST, body(index=2**63), format="json")  # past BIGINT: a 400, not a 500
+    assert response.status_code == 400
+    assert "index" in response.json()["error"]
     assert not Job.objects.exists()
 
 
