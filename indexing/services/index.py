@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from indexing.lsh.hashing import family_from_table_params, fit_center, make_family
 from indexing.lsh.stats import BucketStats, bucket_stats
-from indexing.models import BucketEntry, Collection, Extractor, Feature, HashTable, Image, LSHIndex
-from indexing.stores import OrmBucketStore, bucket_entries_write
+from indexing.models import Bucket, BucketEntry, Collection, Extractor, Feature, HashTable, Image, LSHIndex
+from indexing.stores import OrmBucketStore, bucket_entries_write, buckets_write
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,8 +91,9 @@ def index_activate(*, index: LSHIndex) -> LSHIndex:
 
 
 def index_delete(*, index: LSHIndex) -> None:
-    # One DELETE over the bucket rows (BucketEntry has no dependants, so Django issues it directly).
+    # One DELETE per bucket table (neither has dependants, so Django issues each directly).
     BucketEntry.objects.filter(table__index=index).delete()
+    Bucket.objects.filter(table__index=index).delete()
     index.delete()
 
 
@@ -151,15 +152,17 @@ def index_build(
         # Written in (table, key) order: the rows of one bucket land on neighbouring pages, so a search reads
         # a few pages per bucket instead of one per candidate (measured: lookups ~1.5x faster on PostgreSQL).
         order = np.lexsort((rows_image, rows_key, rows_table))
-        bucket_entries_write(rows_table[order], rows_key[order], rows_image[order])
+        rows_table, rows_key, rows_image = rows_table[order], rows_key[order], rows_image[order]
+        bucket_entries_write(rows_table, rows_key, rows_image)
+        buckets_write(rows_table, rows_key, rows_image)  # what searches read: one row per bucket
     if connection.vendor == "postgresql":
-        # Fresh statistics, so the planner probes the (table, key) prefix of the primary key; VACUUM also sets
-        # the visibility map of the new pages, without which every candidate id costs the index-only scan a
-        # heap visit until autovacuum comes by (measured at 1M: lookup p50 19-25 ms before, 13-17 ms after).
-        # VACUUM cannot run inside a transaction: a build called within one (a test) only analyses.
+        # Fresh statistics, so the planner probes the (table, key) primary keys; VACUUM also sets the hint bits
+        # and visibility map of the new pages, which the first searches would otherwise pay for (measured at 1M
+        # on BucketEntry lookups: p50 19-25 ms before, 13-17 ms after). VACUUM cannot run inside a transaction:
+        # a build called within one (a test) only analyses.
         command = "ANALYZE" if connection.in_atomic_block else "VACUUM (ANALYZE)"
         with connection.cursor() as cursor:
-            cursor.execute(f"{command} {BucketEntry._meta.db_table}")
+            cursor.execute(f"{command} {BucketEntry._meta.db_table}, {Bucket._meta.db_table}")
     index.status = LSHIndex.Status.READY
     index.built_at = timezone.now()
     index.build_seconds = time.perf_counter() - started

@@ -11,7 +11,7 @@ from django.utils import timezone
 from indexing.lsh.hashing import make_family
 from indexing.lsh.index import LshIndex
 from indexing.lsh.stats import bucket_stats
-from indexing.models import BucketEntry, Feature, HashTable, LSHIndex
+from indexing.models import Bucket, BucketEntry, Feature, HashTable, LSHIndex
 from indexing.services.extraction import collection_extract_features
 from indexing.services.index import features_load, index_build, index_cache, index_family, index_stats
 from indexing.services.search import SearchError, query_vector, sketch_search
@@ -34,6 +34,24 @@ def test_build_writes_one_bucket_row_per_image_and_table() -> None:
     assert BucketEntry.objects.filter(table__index=index).count() == 24 * 3
     assert index.item_count == 24
     assert Feature.objects.filter(extractor=extractor).count() == 24
+
+
+def test_each_bucket_row_packs_the_entries_of_its_key() -> None:
+    _, _, index = make_indexed_collection(num_tables=3, hashes_per_table=2)
+    for table in HashTable.objects.filter(index=index):
+        entries: dict[int, list[int]] = {}
+        for key, image_id in (
+            BucketEntry.objects.filter(table=table).order_by("image_id").values_list("key", "image_id")
+        ):
+            entries.setdefault(key, []).append(image_id)
+        packed = {
+            bucket.key: np.frombuffer(bytes(bucket.ids), dtype=">i8").tolist()
+            for bucket in Bucket.objects.filter(table=table)
+        }
+        assert packed == entries
+        assert sorted(Bucket.objects.filter(table=table).values_list("size", flat=True)) == sorted(
+            len(ids) for ids in entries.values()
+        )
 
 
 def test_stored_parameters_rebuild_the_same_keys() -> None:
@@ -95,6 +113,7 @@ def test_activation_keeps_the_previous_version_and_deletes_older_ones(settings: 
     assert third.is_active
     assert not LSHIndex.objects.filter(pk=first.pk).exists()
     assert not BucketEntry.objects.filter(table__index_id=first.pk).exists()
+    assert not Bucket.objects.filter(table__index_id=first.pk).exists()
     assert LSHIndex.objects.get(pk=second.pk).status == LSHIndex.Status.RETIRED
     # Searches without an explicit index use the new active version.
     assert sketch_search(image=sketch_png(3), top_k=3).index.pk == third.pk
@@ -112,6 +131,7 @@ def test_a_recently_retired_version_outlives_quick_flips_until_its_grace_ends(se
     build()  # two flips within the grace: a search that resolved `first` still finds its rows
     assert LSHIndex.objects.get(pk=first.pk).status == LSHIndex.Status.RETIRED
     assert BucketEntry.objects.filter(table__index_id=first.pk).exists()
+    assert Bucket.objects.filter(table__index_id=first.pk).exists()
     LSHIndex.objects.filter(pk=first.pk).update(retired_at=timezone.now() - timedelta(seconds=61))
     fourth = build()
     assert not LSHIndex.objects.filter(pk=first.pk).exists()
