@@ -87,9 +87,7 @@ def buckets_write(table_ids: np.ndarray, keys: np.ndarray, image_ids: np.ndarray
         raise ValueError(f"shapes differ: {table_ids.shape}, {keys.shape}, {image_ids.shape}")
     if keys.shape[0] == 0:
         return 0
-    new_run = np.ones(keys.shape[0], dtype=bool)
-    new_run[1:] = (table_ids[1:] != table_ids[:-1]) | (keys[1:] != keys[:-1])
-    starts = np.flatnonzero(new_run)
+    starts = np.flatnonzero(_run_starts(table_ids, keys))
     bounds = np.append(starts, keys.shape[0])
     pairs = np.column_stack([table_ids[starts], keys[starts]])
     if np.any((pairs[1:, 0] < pairs[:-1, 0]) | ((pairs[1:, 0] == pairs[:-1, 0]) & (pairs[1:, 1] <= pairs[:-1, 1]))):
@@ -125,7 +123,6 @@ def _copy_buckets_postgres(pairs: np.ndarray, bounds: np.ndarray, image_ids: np.
             while first < pairs.shape[0]:
                 # Whole buckets, about _COPY_CHUNK entries (a larger bucket goes alone).
                 last = max(int(np.searchsorted(bounds, bounds[first] + _COPY_CHUNK, side="right")) - 1, first + 1)
-                last = min(last, pairs.shape[0])
                 count, begin, end = last - first, int(bounds[first]), int(bounds[last])
                 head = np.empty(count, dtype=_BUCKET_HEAD)
                 head["n"], head["l1"], head["l2"], head["l3"] = 4, 8, 8, 4
@@ -196,9 +193,15 @@ def _distinct_pairs(table_ids: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray
     """The (table id, key) pairs sorted and without repeats: each bucket is read once (IN semantics)."""
     order = np.lexsort((keys, table_ids))
     table_ids, keys = table_ids[order], keys[order]
-    first = np.ones(table_ids.shape[0], dtype=bool)
-    first[1:] = (table_ids[1:] != table_ids[:-1]) | (keys[1:] != keys[:-1])
+    first = _run_starts(table_ids, keys)
     return table_ids[first], keys[first]
+
+
+def _run_starts(table_ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """True where a (table id, key) pair differs from the one before it: the first row of each run."""
+    starts = np.ones(table_ids.shape[0], dtype=bool)
+    starts[1:] = (table_ids[1:] != table_ids[:-1]) | (keys[1:] != keys[:-1])
+    return starts
 
 
 def _lookup_postgres(table_ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
