@@ -39,6 +39,9 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    # Before staticfiles: runserver then leaves static files to WhiteNoise (as in production), whose lookup refuses
+    # "/static/../.." with a 404; staticfiles' own runserver handler answered such paths with a 500.
+    "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
@@ -112,6 +115,11 @@ STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+# With DEBUG (make run), WhiteNoise serves the apps' static folders directly, re-reading them on change; without it,
+# only collectstatic's STATIC_ROOT. Set here from the environment's DEBUG (WhiteNoise's own default reads
+# settings.DEBUG at start-up, which the tests switch off).
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
