@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here: /api/docs/ works offline
     "indexing",
     "search",
     "evaluation",
@@ -154,6 +155,10 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Sketchsearch API",
     "DESCRIPTION": "Search a collection of images with a hand-drawn sketch (CNN features + LSH index).",
     "VERSION": "0.1.0",
+    # Swagger UI from the pinned drf-spectacular-sidecar package (requirements.txt), not from a CDN's @latest.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery: no broker configured -> tasks run eagerly in the calling process (embedded default).

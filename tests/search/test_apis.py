@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -325,3 +326,18 @@ def test_search_without_a_default_index_uses_the_newest_active_one(client: APICl
     assert [index["id"] for index in listed if index["is_default"]] == [built.index.pk]
     LSHIndex.objects.update(is_active=False)
     assert not [index for index in client.get("/api/indexes/").json() if index["is_default"]]
+
+
+def test_api_docs_load_swagger_ui_from_this_server(client: APIClient) -> None:
+    # Offline (no CDN reachable), /api/docs/ must still work: every script and stylesheet is a local static file.
+    from django.contrib.staticfiles import finders
+
+    response = client.get("/api/docs/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "@latest" not in html
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert any(asset.endswith("swagger-ui-bundle.js") for asset in assets), assets
+    for asset in assets:
+        assert asset.startswith("/static/"), asset  # never another host (cdn.jsdelivr.net, unpkg.com, ...)
+        assert finders.find(asset.removeprefix("/static/")), asset
