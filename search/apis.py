@@ -38,18 +38,13 @@ from indexing.features.preprocess import ImageDecodeError
 from indexing.models import Collection, Image, LSHIndex
 from indexing.services.index import index_get_default
 from indexing.services.search import MAX_TOP_K, SearchError, SearchResult, sketch_search
+from search.uploads import QueryImageTooLarge, query_max_bytes, too_large_message
 
 DEFAULT_TOP_K = 24
 MAX_PROBES = 16
 MAX_ROW_ID = 2**63 - 1  # the largest id a database row can have (BIGINT): larger ones get a 400, not a 500
-# The largest query image accepted, decoded. A canvas PNG is tens of KB; a phone photo a few MB.
-DEFAULT_QUERY_MAX_BYTES = 5 * 1024 * 1024
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,")
-
-
-def query_max_bytes() -> int:
-    return int(getattr(settings, "SKETCHSEARCH_QUERY_MAX_BYTES", DEFAULT_QUERY_MAX_BYTES))
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -92,12 +87,11 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
         return _error_response(
             "the database is unavailable, try again in a moment", status.HTTP_503_SERVICE_UNAVAILABLE
         )
-    if isinstance(exc, RequestDataTooBig):
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        return _error_response(
-            f"request body too large (over {limit} bytes): send the image as a multipart file",
-            status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-        )
+    if isinstance(exc, QueryImageTooLarge):  # a multipart upload over the limit (search.uploads)
+        return _error_response(str(exc), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(exc, RequestDataTooBig):  # a body over DATA_UPLOAD_MAX_MEMORY_SIZE, refused by Django unread
+        what = f"the request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"
+        return _error_response(too_large_message(what, query_max_bytes()), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(*exc.args)
     elif isinstance(exc, PermissionDenied):
@@ -159,7 +153,7 @@ class QueryImageField(serializers.Field):
         limit = query_max_bytes()
         if isinstance(data, UploadedFile):
             if data.size is not None and data.size > limit:
-                raise PayloadTooLarge(f"image too large: {data.size} bytes, the limit is {limit} bytes")
+                raise PayloadTooLarge(too_large_message(f"{data.size} bytes", limit))
             content = data.read()
         elif isinstance(data, str):
             content = self._decode_data_url(data.strip(), limit)
@@ -168,7 +162,7 @@ class QueryImageField(serializers.Field):
         if not content:
             self.fail("empty")
         if len(content) > limit:
-            raise PayloadTooLarge(f"image too large: {len(content)} bytes, the limit is {limit} bytes")
+            raise PayloadTooLarge(too_large_message(f"{len(content)} bytes", limit))
         return content
 
     def _decode_data_url(self, text: str, limit: int) -> bytes:
@@ -182,7 +176,7 @@ class QueryImageField(serializers.Field):
             self.fail("not_image", mime=mime or "no type")
         payload = text[match.end() :]
         if len(payload) * 3 // 4 > limit + 3:  # refuse before decoding: base64 is 4 characters per 3 bytes
-            raise PayloadTooLarge(f"image too large: about {len(payload) * 3 // 4} bytes, the limit is {limit} bytes")
+            raise PayloadTooLarge(too_large_message(f"about {len(payload) * 3 // 4} bytes", limit))
         try:
             return base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):

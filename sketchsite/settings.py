@@ -183,11 +183,13 @@ SKETCHSEARCH_RETIRED_INDEX_GRACE_SECONDS: int = env.int("SKETCHSEARCH_RETIRED_IN
 DATA_UPLOAD_MAX_MEMORY_SIZE = SKETCHSEARCH_QUERY_MAX_BYTES * 3 // 2
 # Query images are never written to disk: Django's default handlers spill uploads over 2.5 MB to a temporary
 # file; keep them in memory (bounded by the limits above) unless SKETCHSEARCH_UPLOADS_TO_DISK is set.
-FILE_UPLOAD_HANDLERS = (
-    ["django.core.files.uploadhandler.TemporaryFileUploadHandler"]
+# The first handler refuses a query image over SKETCHSEARCH_QUERY_MAX_BYTES (413) before the others can drop it.
+FILE_UPLOAD_HANDLERS = [
+    "search.uploads.QuerySizeLimitUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler"
     if env.bool("SKETCHSEARCH_UPLOADS_TO_DISK", default=False)
-    else ["django.core.files.uploadhandler.MemoryFileUploadHandler"]
-)
+    else "django.core.files.uploadhandler.MemoryFileUploadHandler",
+]
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
 LOGGING = {
