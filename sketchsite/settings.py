@@ -176,6 +176,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # Sketchsearch
 SKETCHSEARCH_IMPORT_MAX_PIXELS: int = env.int("SKETCHSEARCH_IMPORT_MAX_PIXELS", default=40_000_000)
 SKETCHSEARCH_QUERY_MAX_BYTES: int = env.int("SKETCHSEARCH_QUERY_MAX_BYTES", default=5 * 1024 * 1024)
+# A query needs far fewer pixels than an import may hold: above this an uploaded query is refused (400).
+SKETCHSEARCH_QUERY_MAX_PIXELS: int = env.int("SKETCHSEARCH_QUERY_MAX_PIXELS", default=4096 * 4096)
 # A retired index version is deleted at an activation only once it has been retired this long, so a search that
 # resolved it just before two quick flips still finds its bucket rows.
 SKETCHSEARCH_RETIRED_INDEX_GRACE_SECONDS: int = env.int("SKETCHSEARCH_RETIRED_INDEX_GRACE_SECONDS", default=60)

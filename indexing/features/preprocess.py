@@ -19,7 +19,9 @@ __all__ = [
     "ALLOWED_FORMATS",
     "DEFAULT_SKETCH_DILATE",
     "MAX_IMAGE_PIXELS",
+    "QUERY_DECODE_SIDE",
     "ImageDecodeError",
+    "is_blank",
     "load_image",
     "preprocess_photo",
     "preprocess_sketch",
@@ -47,21 +49,43 @@ DEFAULT_SKETCH_DILATE = 1
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 
+# A query is decoded to about this many pixels on its longer side (between 1x and 2x it), not to its full size: the
+# model sees 224-299 px of the strokes' bounding box, which 1024 px still holds for a sketch drawn on a quarter of
+# the picture's width (a 6300 px canvas reduced to 1050 px gives a 224 px input within 0.2% cosine of the full-size
+# one), while preprocessing no longer costs seconds and a gigabyte.
+QUERY_DECODE_SIDE = 1024
+# Modes Image.reduce averages correctly as they are (it premultiplies LA/RGBA itself); palette indices, bilevel and
+# 16-bit pixels are converted by to_display_mode first.
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "CMYK"})
+
+# A picture is blank when no pixel differs from its background (the median grey, after compositing on white) by more
+# than this: the same margin as the ink threshold, so "blank" means preprocess_sketch would find no stroke to crop to.
+BLANK_TOLERANCE = 255 - _INK_THRESHOLD
+
 
 class ImageDecodeError(ValueError):
     """An upload or a file that cannot be turned into pixels; the message says why."""
 
 
-def load_image(source: bytes | str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def load_image(
+    source: bytes | str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS, max_side: int | None = None
+) -> Image.Image:
     """Decode an image safely and return it in mode ``"RGB"`` or ``"L"``.
 
     Handles the inputs a sketch search meets in practice: canvas PNGs with a transparent background
     (composited onto white, so black strokes stay black), palette images, 16-bit grayscale PNGs (scaled,
     not clipped, to 8 bits), CMYK JPEGs, animated GIFs (first frame) and EXIF-rotated phone photos.
 
+    With ``max_side``, an image at least twice that size on its longer side is shrunk by a whole factor as it is
+    decoded, to between ``max_side`` and ``2 * max_side``: a JPEG is decoded at 1/2, 1/4 or 1/8 scale
+    (``Image.draft``, nearly free), anything else is box-reduced right after decoding, before any conversion, so
+    the full-size pixels are held once and never converted or composited.
+
     Args:
         source: The encoded file content, or a path to the file.
         max_pixels: Largest accepted ``width * height``; larger images are refused before decoding.
+        max_side: Shrink larger images towards this longer side (``QUERY_DECODE_SIDE`` for queries); ``None``
+            decodes at full size (indexing).
 
     Returns:
         A fully loaded (not lazy) image in mode ``"L"`` for grayscale sources, ``"RGB"`` otherwise.
@@ -70,17 +94,20 @@ def load_image(source: bytes | str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS
         ImageDecodeError: Empty input, an unknown or disallowed format, a truncated or corrupt file,
             or an image larger than ``max_pixels``.
         FileNotFoundError: ``source`` is a path that does not exist.
+        ValueError: ``max_side`` < 1.
     """
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be >= 1, got {max_side}")
     label = _describe(source)
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
             raise ImageDecodeError("empty upload (0 bytes): not an image")
-        return _decode(io.BytesIO(source), label, max_pixels)
+        return _decode(io.BytesIO(source), label, max_pixels, max_side)
     path = Path(source)
     if path.stat().st_size == 0:  # stat() raises FileNotFoundError for a missing file, which is not a decode error
         raise ImageDecodeError(f"empty file (0 bytes): {path}")
     with path.open("rb") as fp:
-        return _decode(fp, label, max_pixels)
+        return _decode(fp, label, max_pixels, max_side)
 
 
 def _describe(source: bytes | str | Path) -> str:
@@ -89,7 +116,7 @@ def _describe(source: bytes | str | Path) -> str:
     return str(source)
 
 
-def _decode(fp: IO[bytes], label: str, max_pixels: int) -> Image.Image:
+def _decode(fp: IO[bytes], label: str, max_pixels: int, max_side: int | None) -> Image.Image:
     try:
         img = Image.open(fp, formats=ALLOWED_FORMATS)
     except UnidentifiedImageError as exc:
@@ -111,6 +138,8 @@ def _decode(fp: IO[bytes], label: str, max_pixels: int) -> Image.Image:
     try:
         if getattr(img, "is_animated", False):
             img.seek(0)  # animated GIF/WebP/PNG: the first frame is the picture
+        if max_side is not None and img.format == "JPEG" and max(width, height) >= 2 * max_side:
+            img.draft(None, (max_side, max_side))  # DCT scaling: decodes at the largest 1/2^n still >= max_side
         img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"image too large, refused as a possible decompression bomb: {label} ({exc})") from exc
@@ -119,11 +148,47 @@ def _decode(fp: IO[bytes], label: str, max_pixels: int) -> Image.Image:
         # chunk/CRC as SyntaxError or ValueError, depending on the plugin.
         raise ImageDecodeError(f"truncated or corrupt image: {label} ({exc})") from exc
     oriented: Image.Image = img
+    if max_side is not None and img.mode in _REDUCIBLE_MODES:
+        oriented = _shrink(img, max_side)  # keeps img.info, so the EXIF orientation below still applies
     # Phone photos store their rotation in EXIF, not in the pixels. A malformed EXIF block must not make an
     # otherwise good image unusable, hence the broad suppress.
     with contextlib.suppress(Exception):
-        oriented = ImageOps.exif_transpose(img)
-    return to_display_mode(oriented)
+        oriented = ImageOps.exif_transpose(oriented)
+    flat = to_display_mode(oriented)
+    return flat if max_side is None else _shrink(flat, max_side)
+
+
+def _shrink(img: Image.Image, max_side: int) -> Image.Image:
+    factor = max(img.size) // max_side
+    return img.reduce(factor) if factor >= 2 else img
+
+
+def is_blank(img: Image.Image, *, tolerance: int = BLANK_TOLERANCE) -> bool:
+    """Whether nothing was drawn: no pixel differs from the background by more than ``tolerance``.
+
+    The picture is flattened onto white and turned grey first, and its background is its median grey, so a white
+    canvas, a transparent one, an all-black one and a JPEG of an empty page with a little noise are all blank,
+    while a single stroke of the canvas pen is not.
+
+    Args:
+        img: The decoded picture, any PIL mode.
+        tolerance: Largest difference from the background, in grey levels, that still counts as background.
+
+    Returns:
+        True when there is nothing to search with.
+
+    Raises:
+        ValueError: ``tolerance`` outside [0, 255].
+    """
+    if not 0 <= tolerance <= 255:
+        raise ValueError(f"tolerance must be in [0, 255], got {tolerance}")
+    gray = to_display_mode(img).convert("L")
+    counts = np.asarray(gray.histogram(), dtype=np.int64)  # 256 counts, computed in C: no pixel array is copied
+    present = np.flatnonzero(counts)
+    if present.size == 0:
+        return True  # no pixel at all
+    background = int(np.searchsorted(np.cumsum(counts), (counts.sum() + 1) // 2))  # the median grey level
+    return max(background - int(present[0]), int(present[-1]) - background) <= tolerance
 
 
 def to_display_mode(img: Image.Image) -> Image.Image:

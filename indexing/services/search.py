@@ -6,15 +6,20 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from django.conf import settings
 from django.core.files.storage import default_storage
 
-from indexing.features.preprocess import load_image, preprocess_sketch
+from indexing.features.preprocess import QUERY_DECODE_SIDE, is_blank, load_image, preprocess_sketch
 from indexing.lsh.scan import cosine_top_k, rerank
 from indexing.models import Collection, Feature, Image, LSHIndex
 from indexing.services.extraction import extractor_backbone
 from indexing.services.index import LoadedIndex, index_cache, index_get_default
 
 MAX_TOP_K = 500
+# An uploaded query's pixel cap (SKETCHSEARCH_QUERY_MAX_PIXELS): 4096 x 4096, above any phone photo's 12 MP, so the
+# full-size decode a PNG needs stays a few hundred ms and ~170 MB; stored images keep the import cap.
+DEFAULT_QUERY_MAX_PIXELS = 4096 * 4096
+BLANK_QUERY = "nothing was drawn: the image is blank"
 # Search modes: which collections' kind a hit may come from (None: no filter).
 DOMAINS: dict[str | None, str | None] = {
     None: None,
@@ -120,8 +125,15 @@ def query_vector(
     backbone = extractor_backbone(loaded.index.extractor)
     if clock:
         clock.lap("load")
-    # Decoding errors (ImageDecodeError, a ValueError) propagate with their message.
-    decoded = load_image(image)
+    # Decoding errors (ImageDecodeError, a ValueError) propagate with their message. An upload is decoded shrunk
+    # towards the size the model needs, under the query pixel cap; a blank one is refused rather than searched.
+    if image_id is None:
+        max_pixels = int(getattr(settings, "SKETCHSEARCH_QUERY_MAX_PIXELS", DEFAULT_QUERY_MAX_PIXELS))
+        decoded = load_image(image, max_pixels=max_pixels, max_side=QUERY_DECODE_SIDE)
+        if is_blank(decoded):
+            raise SearchError(BLANK_QUERY)
+    else:
+        decoded = load_image(image)
     if clock:
         clock.lap("decode")
     pixels = preprocess_sketch(decoded, backbone.input_size)

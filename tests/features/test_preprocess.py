@@ -9,7 +9,9 @@ from PIL import Image, ImageDraw
 
 from indexing.features.preprocess import (
     DEFAULT_SKETCH_DILATE,
+    QUERY_DECODE_SIDE,
     ImageDecodeError,
+    is_blank,
     load_image,
     preprocess_photo,
     preprocess_sketch,
@@ -98,6 +100,92 @@ def test_exif_rotation_is_applied() -> None:
     buf = io.BytesIO()
     img.save(buf, "JPEG", exif=exif)
     assert load_image(buf.getvalue()).size == (20, 40)
+
+
+def big_canvas(side: int, mode: str = "RGBA") -> Image.Image:
+    """A side x side drawing: a thick black frame and diagonal on a transparent (RGBA) or white background."""
+    img = Image.new(mode, (side, side), (0, 0, 0, 0) if mode == "RGBA" else "white")
+    draw = ImageDraw.Draw(img)
+    ink = (0, 0, 0, 255) if mode == "RGBA" else "black"
+    draw.rectangle((side // 4, side // 4, 3 * side // 4, 3 * side // 4), outline=ink, width=side // 100)
+    draw.line((side // 4, side // 4, 3 * side // 4, 3 * side // 4), fill=ink, width=side // 100)
+    return img
+
+
+def jpeg_bytes(img: Image.Image, **params: object) -> bytes:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=90, **params)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("encode", "mode"),
+    [(png_bytes, "RGBA"), (png_bytes, "RGB"), (png_bytes, "L"), (jpeg_bytes, "RGB"), (png_bytes, "P")],
+    ids=["png-rgba", "png-rgb", "png-grey", "jpeg", "png-palette"],
+)
+def test_max_side_decodes_a_big_image_shrunk_and_preprocesses_it_like_the_full_one(encode: object, mode: str) -> None:
+    img = big_canvas(2600, "RGBA" if mode == "RGBA" else "RGB")
+    if mode != "RGBA":
+        img = img.convert(mode)
+    data = encode(img)  # type: ignore[operator]
+    full = load_image(data)
+    small = load_image(data, max_side=QUERY_DECODE_SIDE)
+    assert full.size == (2600, 2600)
+    assert QUERY_DECODE_SIDE <= max(small.size) < 2 * QUERY_DECODE_SIDE
+    assert small.mode == full.mode
+    a = 255.0 - preprocess_sketch(full, 224).astype(np.float64)
+    b = 255.0 - preprocess_sketch(small, 224).astype(np.float64)
+    assert float((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b)) > 0.99  # same sketch for the model
+
+
+def test_max_side_leaves_images_under_twice_its_size_untouched() -> None:
+    data = png_bytes(big_canvas(2 * QUERY_DECODE_SIDE - 1))
+    shrunk = load_image(data, max_side=QUERY_DECODE_SIDE)
+    np.testing.assert_array_equal(np.asarray(shrunk), np.asarray(load_image(data)))
+
+
+def test_max_side_keeps_the_exif_rotation_of_a_big_jpeg() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    data = jpeg_bytes(Image.new("RGB", (4000, 2400), "white"), exif=exif)
+    assert load_image(data, max_side=1000).size == (600, 1000)  # drafted at 1/4, then turned upright
+
+
+def test_max_side_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_side"):
+        load_image(png_bytes(canvas_drawing()), max_side=0)
+
+
+@pytest.mark.parametrize(
+    "img",
+    [
+        Image.new("RGB", (300, 300), "white"),
+        Image.new("RGBA", (300, 300), (0, 0, 0, 0)),  # an untouched transparent canvas
+        Image.new("L", (300, 300), 0),  # all black
+        Image.new("L", (300, 300), 128),
+    ],
+    ids=["white", "transparent", "black", "grey"],
+)
+def test_a_uniform_picture_is_blank(img: Image.Image) -> None:
+    assert is_blank(img)
+
+
+def test_a_white_jpeg_with_compression_noise_is_blank() -> None:
+    noise = np.random.default_rng(0).integers(-8, 9, (300, 300, 3))
+    assert is_blank(load_image(jpeg_bytes(Image.fromarray(np.clip(247 + noise, 0, 255).astype(np.uint8)))))
+
+
+def test_one_pen_stroke_is_not_blank() -> None:
+    img = Image.new("RGBA", (512, 512), (0, 0, 0, 0))
+    ImageDraw.Draw(img).line((100, 100, 110, 104), fill=(0, 0, 0, 255), width=2)
+    assert not is_blank(img)
+    assert not is_blank(load_image(png_bytes(img)))
+    assert not is_blank(load_image(png_bytes(canvas_drawing())))
+
+
+def test_blank_tolerance_is_checked() -> None:
+    with pytest.raises(ValueError, match="tolerance"):
+        is_blank(Image.new("L", (4, 4)), tolerance=256)
 
 
 def test_truncated_png_raises_decode_error() -> None:
