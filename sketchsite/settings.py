@@ -7,6 +7,7 @@ embedded set-up: SQLite under var/, Celery in eager mode, DEBUG on, files under 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -43,6 +44,7 @@ INSTALLED_APPS = [
     # "/static/../.." with a 404; staticfiles' own runserver handler answered such paths with a 500.
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "axes",  # login throttling: see AXES_* below
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served from here: /api/docs/ works offline
@@ -61,7 +63,20 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its 429 response
 ]
+
+# django-axes counts failed logins (the admin's form, Basic auth on the API) per client address and, after
+# AXES_FAILURE_LIMIT in a row, refuses that address for AXES_COOLOFF_MINUTES (429), even with the right password;
+# a successful login resets the count. Its backend comes first and needs the request, which the admin and DRF pass.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_ENABLED: bool = env.bool("AXES_ENABLED", default=True)
+AXES_FAILURE_LIMIT: int = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_COOLOFF_MESSAGE = "locked out after too many failed logins; try again later."
+AXES_VERBOSE = False  # no start-up banner on every manage.py command; lockouts are still logged
 
 ROOT_URLCONF = "sketchsite.urls"
 WSGI_APPLICATION = "sketchsite.wsgi.application"
@@ -147,6 +162,11 @@ if not DEBUG:
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Basic first: an API login failure is a 401 with WWW-Authenticate (DRF takes the header from the first class).
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "sketchsite.authentication.BasicAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
     "EXCEPTION_HANDLER": "search.apis.json_exception_handler",  # every API error is JSON with a message
     "DEFAULT_THROTTLE_RATES": {"search": env.str("SEARCH_THROTTLE_RATE", default="600/minute")},

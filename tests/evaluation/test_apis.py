@@ -53,10 +53,12 @@ def body(**extra: Any) -> dict[str, Any]:
 
 def test_post_is_refused_to_anonymous_and_plain_users(dataset: Dataset) -> None:
     client = APIClient()
-    assert client.post(LIST, body(), format="json").status_code == 403
-    User.objects.create_user("user", password="pw")
-    client.login(username="user", password="pw")
-    assert client.post(LIST, body(), format="json").status_code == 403
+    anonymous = client.post(LIST, body(), format="json")
+    assert anonymous.status_code == 401  # not authenticated: 401 with the scheme to use
+    assert anonymous["WWW-Authenticate"] == 'Basic realm="api"'
+    user = User.objects.create_user("user", password="pw")
+    client.force_login(user)
+    assert client.post(LIST, body(), format="json").status_code == 403  # authenticated, not allowed
     assert not Job.objects.exists()
 
 
@@ -124,9 +126,8 @@ def test_dashboard_form_is_staff_only(
 
 
 def test_admin_shows_runs(runs: list[EvaluationRun]) -> None:
-    User.objects.create_superuser("root", password="pw")
     client = Client()
-    client.login(username="root", password="pw")
+    client.force_login(User.objects.create_superuser("root", password="pw"))
     assert client.get("/admin/evaluation/evaluationrun/").status_code == 200
     for run in runs:
         assert client.get(f"/admin/evaluation/evaluationrun/{run.pk}/change/").status_code == 200
