@@ -8,6 +8,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from evaluation.models import EvaluationRun
+from evaluation.services import format_value
+from indexing.models import LSHIndex
 from tests.evaluation.conftest import CLASSES, Dataset
 
 pytestmark = pytest.mark.django_db
@@ -38,6 +40,43 @@ def test_lsh_sweep_prints_the_paper_columns(dataset: Dataset) -> None:
     assert output.count("| binary |") == 4
     assert "sequential scan: mAP" in output
     assert "sweep.png" in output
+
+
+def test_build_index_prints_the_id_that_evaluate_takes_as_does_the_name(dataset: Dataset) -> None:
+    built = run("build_index", "--extractor", "tiny", "--L", "2", "--K", "3", "--name", "my")
+    index = LSHIndex.objects.get(name="my")
+    assert built.startswith(f"built my v1 (id {index.pk}; binary L=2 K=3) over ")
+    by_name = run("evaluate", "--collection", "sketches", "--extractor", "tiny", "--index", "my")
+    by_id = run("evaluate", "--collection", "sketches", "--extractor", "tiny", "--index", str(index.pk))
+    for output in (by_name, by_id):
+        assert output.startswith(f"LSH index {index} (id {index.pk}) over sketches")
+    assert [stored.index_id for stored in EvaluationRun.objects.all()] == [index.pk, index.pk]
+
+
+def test_evaluate_an_index_prints_its_map_as_a_fraction_of_the_scan(dataset: Dataset) -> None:
+    run("build_index", "--extractor", "tiny", "--collection", "sketches", "--L", "2", "--K", "3")
+    output = run("evaluate", "--collection", "sketches", "--extractor", "tiny", "--index", "default")
+    results = EvaluationRun.objects.get().results
+    lines = output.splitlines()
+    assert lines.index("| x scan | " + format_value(results["mAP"] / results["scan"]["mAP"]) + " |") == (
+        lines.index(f"| mAP | {format_value(results['mAP'])} |") + 1
+    )
+
+
+def test_evaluate_an_unknown_index_name_lists_the_active_ones(dataset: Dataset) -> None:
+    run("build_index", "--extractor", "tiny", "--collection", "sketches", "--L", "2", "--K", "3", "--name", "mine")
+    index = LSHIndex.objects.get()
+    with pytest.raises(CommandError, match=rf"no active index named 'other' \(active: mine v1 \(id {index.pk}\)"):
+        run("evaluate", "--collection", "sketches", "--extractor", "tiny", "--index", "other")
+
+
+def test_lsh_sweep_prints_an_x_scan_column(dataset: Dataset) -> None:
+    output = run("lsh_sweep", "--family", "binary", "--grid", "2x3", "--collection", "sketches", "--extractor", "tiny")
+    header, _, row = [line for line in output.splitlines() if line.startswith("|")][:3]
+    cells = dict(zip(header.split("|"), row.split("|"), strict=True))
+    result = EvaluationRun.objects.get().results
+    assert cells[" x scan "].strip() == format_value(result["rows"][0]["mAP"] / result["scan"]["mAP"])
+    assert header.index(" mAP | x scan | IE ") > 0
 
 
 def test_class_analysis_prints_classes_and_writes_json(dataset: Dataset, tmp_path: Path) -> None:

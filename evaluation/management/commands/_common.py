@@ -29,10 +29,28 @@ def resolve(options: dict[str, Any]) -> tuple[Extractor, list[Collection], list[
             extractor=options["extractor"],
             collections=options["collection"],
             distractors=distractors,
-            index=options.get("index"),
+            index=index_id(options.get("index")),
         )
     except EvaluationError as exc:
         raise CommandError(str(exc)) from exc
+
+
+def index_id(value: str | int | None) -> int | None:
+    """``--index``: an id, or a name meaning its active version (what build_index prints: name, version and id)."""
+    if value is None or isinstance(value, int):
+        return value
+    if value.isdigit():
+        return int(value)
+    found = LSHIndex.objects.filter(name=value, is_active=True).values_list("pk", flat=True).first()
+    if found is None:
+        active = ", ".join(
+            f"{name} v{version} (id {pk})"
+            for pk, name, version in LSHIndex.objects.filter(is_active=True)
+            .order_by("name")
+            .values_list("pk", "name", "version")
+        )
+        raise CommandError(f"no active index named {value!r} (active: {active or 'none'}; or give an id)")
+    return found
 
 
 def tqdm_progress(items: Iterable[T], description: str, total: int) -> Iterable[T]:
@@ -43,6 +61,19 @@ def key_value_table(values: dict[str, Any], *, skip: Iterable[str] = ()) -> str:
     hidden = set(skip)
     rows = [{"metric": key, "value": value} for key, value in values.items() if key not in hidden]
     return markdown_table(rows, ["metric", "value"])
+
+
+def with_x_scan(results: dict[str, Any]) -> dict[str, Any]:
+    """An index's results with "x scan" (its mAP / the sequential scan's) right after mAP, as the README's tables."""
+    scan = results.get("scan")
+    if not isinstance(scan, dict) or not scan.get("mAP") or results.get("mAP") is None:
+        return results
+    out: dict[str, Any] = {}
+    for key, value in results.items():
+        out[key] = value
+        if key == "mAP":
+            out["x scan"] = value / scan["mAP"]
+    return out
 
 
 def run_footer(run: EvaluationRun) -> str:

@@ -4,7 +4,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from evaluation.management.commands._common import add_data_arguments, key_value_table, resolve, run_footer
+from evaluation.management.commands._common import (
+    add_data_arguments,
+    key_value_table,
+    resolve,
+    run_footer,
+    with_x_scan,
+)
 from evaluation.management.commands._crossdomain import add_cross_domain_arguments, handle_cross_domain
 from evaluation.services import QUERY_CHOICES, EvaluationError, evaluation_run
 
@@ -19,7 +25,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         add_data_arguments(parser, required=False)
         method = parser.add_mutually_exclusive_group()
-        method.add_argument("--index", type=int, help="id of a stored LSH index")
+        method.add_argument("--index", help="a stored LSH index: its id, or its name (the active version)")
         method.add_argument("--scan", action="store_true", help="exact sequential scan")
         method.add_argument(
             "--cross-domain",
@@ -37,7 +43,7 @@ class Command(BaseCommand):
             handle_cross_domain(self, options)
             return
         if options["index"] is None and not options["scan"]:
-            raise CommandError("choose one of --index ID, --scan or --cross-domain")
+            raise CommandError("choose one of --index ID|NAME, --scan or --cross-domain")
         missing = [flag for flag in ("collection", "extractor") if not options[flag]]
         if missing:
             raise CommandError(f"the following arguments are required: {', '.join('--' + m for m in missing)}")
@@ -54,9 +60,9 @@ class Command(BaseCommand):
             )
         except EvaluationError as exc:
             raise CommandError(str(exc)) from exc
-        title = "sequential scan" if index is None else f"LSH index {index}"
+        title = "sequential scan" if index is None else f"LSH index {index} (id {index.pk})"
         self.stdout.write(f"{title} over {', '.join(c.name for c in collections)}")
-        self.stdout.write(key_value_table(run.results, skip=["scan"]))
+        self.stdout.write(key_value_table(with_x_scan(run.results), skip=["scan"]))
         if "scan" in run.results:
             self.stdout.write("\nsequential scan (reference):")
             self.stdout.write(key_value_table(run.results["scan"]))

@@ -6,7 +6,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluation.grid import parse_grid, parse_int_list
 from evaluation.management.commands._common import add_data_arguments, resolve, run_footer, tqdm_progress
-from evaluation.services import FAMILIES, QUERY_CHOICES, EvaluationError, lsh_sweep, sweep_markdown
+from evaluation.services import (
+    FAMILIES,
+    QUERY_CHOICES,
+    SWEEP_COLUMNS,
+    EvaluationError,
+    lsh_sweep,
+    markdown_table,
+)
 
 
 class Command(BaseCommand):
@@ -51,5 +58,14 @@ class Command(BaseCommand):
             f"({results['distractors']} distractors), {results['queries']} queries, "
             f"centre {'on' if options['center'] else 'off'}, w={options['w']}, {results['seconds']:.1f} s"
         )
-        self.stdout.write(sweep_markdown(results["rows"], scan=results["scan"]))
+        scan = results["scan"]
+        columns, rows = list(SWEEP_COLUMNS), results["rows"]
+        if scan["mAP"]:  # "x scan" as in the README's tables: the row's mAP / the sequential scan's
+            columns.insert(columns.index("mAP") + 1, "x scan")
+            rows = [{**row, "x scan": row["mAP"] / scan["mAP"]} for row in rows]
+        self.stdout.write(markdown_table(rows, columns))
+        self.stdout.write(
+            f"\nsequential scan: mAP {scan['mAP']:.3f}, p@10 {scan['p@10']:.3f}, "
+            f"p50 latency {scan['p50 latency ms']:.2f} ms\n"
+        )
         self.stdout.write(run_footer(run))

@@ -54,8 +54,9 @@ class Command(BaseCommand):
         stats = index_stats(index=index)
         rows = index.item_count * index.num_tables
         self.stdout.write(
-            f"built {index} over {index.item_count} images ({rows:,} bucket rows) in {index.build_seconds:.2f} s "
-            "(loading the features included); "
+            f"built {index.name} v{index.version} (id {index.pk}; {index.family} L={index.num_tables} "
+            f"K={index.hashes_per_table}) over {index.item_count} images ({rows:,} bucket rows) "
+            f"in {index.build_seconds:.2f} s (loading the features included); "
             f"{stats.num_buckets} buckets, {stats.avg_items_per_bucket:.1f} ± {stats.std_items_per_bucket:.1f} items "
             f"per bucket, purity {stats.avg_purity:.2f} ± {stats.std_purity:.2f}"
             + ("; active" if index.is_active else "; not active")
