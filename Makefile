@@ -28,6 +28,7 @@ run: $(VENV)/.runtime-stamp
 	$(PY) manage.py migrate --noinput -v0
 	$(PY) manage.py setup_demo
 	@echo "Sketchsearch is serving on http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/, Ctrl+C stops)"
+	@echo "No admin account yet? In another terminal: $(PY) manage.py createsuperuser"
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
 
 # Debian's chromium for the real-browser test (Playwright drives it; `playwright install` cannot download here).

@@ -35,7 +35,25 @@ def run_list(request: HttpRequest) -> HttpResponse:
                 return redirect("evaluation-dashboard")
     runs = list(EvaluationRun.objects.select_related("extractor", "index").order_by("-created_at", "-id")[:200])
     rows = [{"run": run, "headline": run_headline(run)} for run in runs]
-    return render(request, "evaluation/run_list.html", {"rows": rows, "form": form})
+    context: dict[str, Any] = {"rows": rows, "form": form}
+    if not rows:
+        context["example"] = _first_run_example()
+    return render(request, "evaluation/run_list.html", context)
+
+
+def _first_run_example() -> dict[str, str]:
+    """The names for the empty page's example commands: the default index's, else the demo's (make run builds it)."""
+    from indexing.services.index import index_get_default
+
+    index = index_get_default()
+    if index is None:
+        return {"collection": "demo", "extractor": "mobilenet_v1", "index": "default"}
+    collection = index.collections.order_by("name").first()
+    return {
+        "collection": collection.name if collection else "demo",
+        "extractor": index.extractor.name,
+        "index": index.name,
+    }
 
 
 def _cells(row: dict[str, Any], columns: list[str]) -> list[Any]:

@@ -84,7 +84,7 @@ WSGI_APPLICATION = "sketchsite.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "sketchsite" / "templates"],  # the admin's branding, favicon and login hint
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
