@@ -9,7 +9,10 @@
 
   const $ = (id) => document.getElementById(id);
   const main = document.querySelector("main");
-  const api = { search: main.dataset.apiSearch, indexes: main.dataset.apiIndexes };
+  const api = {
+    search: main.dataset.apiSearch, indexes: main.dataset.apiIndexes, collections: main.dataset.apiCollections,
+  };
+  const STRIP_SIZE = 12; // thumbnails in the narrow-screen strip under the canvas
 
   const canvas = $("sketch");
   const ctx = canvas.getContext("2d");
@@ -27,6 +30,8 @@
     chips: $("label-chips"), stats: $("stats"), predictions: $("predictions"), wrap: $("canvas-wrap"),
     dropHint: $("drop-hint"), example: $("query-example"), exampleImg: $("query-example-img"),
     exampleText: $("query-example-text"), exampleBack: $("query-example-back"),
+    filterChips: $("filter-chips"), predictionChips: $("prediction-chips"),
+    strip: $("results-strip"), stripStatus: $("strip-status"), stripList: $("strip-list"), stripMore: $("strip-more"),
   };
 
   // --- drawing state: a list of actions (strokes and placed images) is the single source of truth ---
@@ -197,9 +202,13 @@
   ui.redo.addEventListener("click", redo);
   ui.clear.addEventListener("click", clearCanvas);
   ui.search.addEventListener("click", () => runSearch());
-  for (const control of [ui.k, ui.index, ui.probes, ui.domain, ui.scan]) {
+  for (const control of [ui.k, ui.probes, ui.domain, ui.scan]) {
     control.addEventListener("change", () => rerun());
   }
+  ui.index.addEventListener("change", () => {
+    updateDomainChoices();
+    rerun();
+  });
   ui.exampleBack.addEventListener("click", () => {
     state.example = null;
     state.label = "";
@@ -305,6 +314,7 @@
     inFlight = controller;
     const seq = ++sequence;
     ui.results.dataset.state = "loading";
+    ui.strip.dataset.state = "loading";
     announce("Searching…");
     let response;
     let body;
@@ -327,7 +337,9 @@
     inFlight = null;
     if (!response.ok) {
       const message = body && body.error ? body.error : `HTTP ${response.status}`;
-      failSearch(`The server could not search: ${message}`);
+      // A 4xx is about this query (a blank drawing, an image too large): say it as the server does.
+      const clientError = response.status >= 400 && response.status < 500;
+      failSearch(clientError ? message.charAt(0).toUpperCase() + message.slice(1) : `The server could not search: ${message}`);
       return;
     }
     searchesDone += 1;
@@ -338,22 +350,27 @@
 
   function failSearch(message) {
     ui.results.dataset.state = "error";
-    showError(message);
+    ui.strip.dataset.state = "error";
     announce("Search failed.");
+    showError(message);
   }
 
   function showError(message) {
     ui.error.textContent = message;
     ui.error.hidden = false;
+    ui.stripStatus.textContent = message; // on a phone the error box is off screen: the strip says it too
+    ui.stripStatus.classList.add("error-text");
   }
 
   function hideError() {
     ui.error.hidden = true;
     ui.error.textContent = "";
+    ui.stripStatus.classList.remove("error-text");
   }
 
   function announce(message) {
     ui.status.textContent = message;
+    ui.stripStatus.textContent = message;
   }
 
   function resetResults(message) {
@@ -362,7 +379,10 @@
     sequence += 1; // any answer still on the wire is now stale
     ui.results.replaceChildren();
     ui.results.dataset.state = "idle";
-    ui.chips.replaceChildren();
+    ui.stripList.replaceChildren();
+    ui.strip.dataset.state = "idle";
+    ui.stripMore.hidden = true;
+    ui.filterChips.replaceChildren();
     ui.chips.hidden = true;
     renderPredictions([]);
     renderStats(null);
@@ -380,6 +400,35 @@
 
   function formatScore(score) {
     return score.toFixed(3);
+  }
+
+  function searchWithExample(hit) {
+    state.example = { image_id: hit.image_id, label: hit.label, url: hit.url };
+    state.label = "";
+    runSearch();
+  }
+
+  function renderStrip(hits) {
+    // Presentational (the strip is aria-hidden): thumbnails that search by example on a tap, like the list's buttons.
+    const items = hits.slice(0, STRIP_SIZE).map((hit) => {
+      const li = document.createElement("li");
+      li.setAttribute("data-testid", "strip-item");
+      const img = document.createElement("img");
+      img.src = hit.url;
+      img.alt = "";
+      const label = document.createElement("span");
+      label.className = "strip-label";
+      label.setAttribute("data-testid", "strip-label");
+      label.textContent = hit.label || "unlabelled";
+      label.title = label.textContent;
+      li.append(img, label);
+      li.addEventListener("click", () => searchWithExample(hit));
+      return li;
+    });
+    ui.stripList.replaceChildren(...items);
+    ui.strip.dataset.state = "done";
+    ui.stripMore.hidden = hits.length === 0;
+    ui.stripMore.textContent = `All ${hits.length} results and statistics`;
   }
 
   function renderResults(body) {
@@ -402,6 +451,7 @@
       label.className = "result-label";
       label.setAttribute("data-testid", "result-label");
       label.textContent = labelText;
+      label.title = labelText; // shown in full on hover when the cell is too narrow for it
       const meta = document.createElement("span");
       meta.className = "result-meta";
       const score = document.createElement("span");
@@ -409,33 +459,40 @@
       score.title = "cosine similarity";
       const source = document.createElement("span");
       source.textContent = hit.collection;
+      source.title = hit.collection;
       meta.append(score, source);
       button.append(img, label, meta);
-      button.addEventListener("click", () => {
-        state.example = { image_id: hit.image_id, label: hit.label, url: hit.url };
-        state.label = "";
-        runSearch();
-      });
+      button.addEventListener("click", () => searchWithExample(hit));
       li.append(button);
       return li;
     });
     ui.results.replaceChildren(...items);
     ui.results.dataset.state = "done";
+    renderStrip(body.results);
     if (!state.label) state.chipLabels = [...new Set(body.results.map((hit) => hit.label).filter(Boolean))];
     renderChips();
     renderPredictions(Array.isArray(body.predictions) ? body.predictions : []);
     renderStats(body);
     const n = body.results.length;
     const filter = state.label ? ` of class ${state.label}` : "";
-    announce(n ? `${n} similar image${n === 1 ? "" : "s"}${filter}.` : `No similar image found${filter}.`);
+    if (n) {
+      announce(`${n} similar image${n === 1 ? "" : "s"}${filter}.`);
+    } else if (ui.domain.value !== "both" && !body.stats.scan) {
+      const kind = ui.domain.value === "photo" ? "photo" : "sketch";
+      announce(`No ${kind}${filter} among the ${body.stats.candidates} candidates: try more extra probes or the exact scan.`);
+    } else {
+      announce(`No similar image found${filter}.`);
+    }
   }
 
+  // "Filter by class": the labels of the last unfiltered results (not a classifier's guess: see renderPredictions).
   function renderChips() {
     const labels = state.chipLabels;
     ui.chips.hidden = labels.length === 0;
     const make = (text, value) => {
       const chip = document.createElement("button");
       chip.type = "button";
+      chip.className = "filter-chip";
       chip.textContent = text;
       chip.setAttribute("aria-pressed", String(state.label === value));
       chip.setAttribute("data-testid", "label-chip");
@@ -445,17 +502,20 @@
       });
       return chip;
     };
-    ui.chips.replaceChildren(make("All classes", ""), ...labels.map((label) => make(label, label)));
+    ui.filterChips.replaceChildren(make("All classes", ""), ...labels.map((label) => make(label, label)));
   }
 
   // The fine-tuned classifier's top classes ("predictions": [{label, probability}, ...]) when the index's
   // extractor has one (e.g. mobilenet_v1-model4); an index on a plain backbone answers [] and nothing shows.
   function renderPredictions(predictions) {
     ui.predictions.hidden = predictions.length === 0;
-    ui.predictions.replaceChildren(
+    ui.predictionChips.replaceChildren(
       ...predictions.map((p) => {
         const chip = document.createElement("button");
         chip.type = "button";
+        chip.className = "prediction-chip";
+        chip.setAttribute("data-testid", "prediction-chip");
+        chip.title = "The classifier's guess for your drawing: show only this class";
         chip.textContent = `${p.label} ${(p.probability * 100).toFixed(0)}%`;
         chip.addEventListener("click", () => { state.label = p.label; runSearch(); });
         return chip;
@@ -496,17 +556,41 @@
     return fragment;
   }
 
-  // --- index selector, filled from /api/indexes/ ---
+  // --- "Search in": a choice the selected index cannot answer (no photo collection in it) is disabled, saying why ---
+  const DOMAIN_KINDS = { sketch: "sketches", photo: "photos" };
+  const DOMAIN_TEXT = {};
+  for (const option of ui.domain.options) DOMAIN_TEXT[option.value] = option.textContent;
+
+  function updateDomainChoices() {
+    const selected = ui.index.options[ui.index.selectedIndex];
+    const kinds = selected && selected.dataset.kinds !== undefined ? selected.dataset.kinds.split(",") : null;
+    for (const option of ui.domain.options) {
+      const kind = DOMAIN_KINDS[option.value];
+      const missing = Boolean(kind && kinds && !kinds.includes(kind));
+      option.disabled = missing;
+      option.textContent = missing ? `${DOMAIN_TEXT[option.value]} (none in this index)` : DOMAIN_TEXT[option.value];
+    }
+    if (ui.domain.options[ui.domain.selectedIndex].disabled) ui.domain.value = "both";
+  }
+
+  async function fetchJson(url) {
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    return response.json();
+  }
+
+  // --- index selector, filled from /api/indexes/ (and the collections' kinds from /api/collections/) ---
   async function loadIndexes() {
     try {
-      const response = await fetch(api.indexes, { headers: { Accept: "application/json" } });
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      const indexes = await response.json();
+      const [indexes, collections] = await Promise.all([fetchJson(api.indexes), fetchJson(api.collections)]);
+      const kindOf = new Map(collections.map((collection) => [collection.name, collection.kind]));
+      const kindsOf = (index) => [...new Set(index.collections.map((name) => kindOf.get(name)))].join(",");
       const options = indexes
         .filter((index) => index.status === "ready" || index.is_active)
         .map((index) => {
           const option = document.createElement("option");
           option.value = String(index.id);
+          option.dataset.kinds = kindsOf(index);
           option.textContent =
             `${index.name} v${index.version}${index.is_active ? " (active)" : ""}: ${index.family} ` +
             `L=${index.num_tables} K=${index.hashes_per_table}, ${index.extractor}, ${index.item_count} images`;
@@ -514,7 +598,9 @@
         });
       const active = indexes.find((index) => index.is_default);  // what the server searches by default
       ui.index.options[0].textContent = active ? `Active index (${active.name} v${active.version})` : "Active index";
+      if (active) ui.index.options[0].dataset.kinds = kindsOf(active);
       ui.index.append(...options);
+      updateDomainChoices();
       if (!indexes.length) announce("No index has been built yet: searches will fail until one is.");
     } catch (error) {
       showError(`Could not load the list of indexes: ${error.message}`);
