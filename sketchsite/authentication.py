@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from axes.helpers import get_cool_off, get_lockout_message
+from axes.helpers import get_cool_off
 from drf_spectacular.authentication import BasicScheme
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -22,9 +22,9 @@ class BasicAuthentication(authentication.BasicAuthentication):
             # axes' failure handler marks the request (here DRF's, which is what authenticate() was given).
             if request is not None and getattr(request, "axes_locked_out", False):
                 cool_off = get_cool_off(request)
-                raise exceptions.Throttled(
+                raise exceptions.Throttled(  # DRF adds "Expected available in N seconds." and Retry-After
                     wait=cool_off.total_seconds() if cool_off else None,
-                    detail=f"too many failed logins: {get_lockout_message()}",
+                    detail="too many failed logins from this address: locked out.",
                 ) from None
             raise
 

@@ -75,7 +75,7 @@ AXES_FAILURE_LIMIT: int = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.float("AXES_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = True
-AXES_COOLOFF_MESSAGE = "locked out after too many failed logins; try again later."
+AXES_COOLOFF_MESSAGE = "Locked out after too many failed logins: try again later."  # the admin's lockout page
 AXES_VERBOSE = False  # no start-up banner on every manage.py command; lockouts are still logged
 
 ROOT_URLCONF = "sketchsite.urls"

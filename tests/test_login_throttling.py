@@ -40,7 +40,9 @@ def test_wrong_admin_logins_lock_the_client_out_even_with_the_right_password(sta
     for _ in range(settings.AXES_FAILURE_LIMIT - 1):
         assert admin_login(client, "wrong") == 200  # the form again, with its error
     assert admin_login(client, "wrong") == 429  # the limit-th failure locks out
-    assert admin_login(client, "right-password") == 429
+    locked = client.post("/admin/login/?next=/admin/", {"username": "admin", "password": "right-password"})
+    assert locked.status_code == 429
+    assert b"Locked out after too many failed logins" in locked.content
     assert "_auth_user_id" not in client.session
 
 
