@@ -4,13 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from evaluation.management.commands._common import (
-    add_data_arguments,
-    key_value_table,
-    resolve,
-    run_footer,
-    with_x_scan,
-)
+from evaluation.management.commands._common import add_data_arguments, key_value_table, resolve, run_footer, with_x_scan
 from evaluation.management.commands._crossdomain import add_cross_domain_arguments, handle_cross_domain
 from evaluation.services import QUERY_CHOICES, EvaluationError, evaluation_run
 
