@@ -37,7 +37,7 @@ class Command(BaseCommand):
             handle_cross_domain(self, options)
             return
         if options["index"] is None and not options["scan"]:
-            raise CommandError("choose one of --index ID|NAME, --scan or --cross-domain")
+            raise CommandError("choose one of --index ID, --scan or --cross-domain")
         missing = [flag for flag in ("collection", "extractor") if not options[flag]]
         if missing:
             raise CommandError(f"the following arguments are required: {', '.join('--' + m for m in missing)}")
