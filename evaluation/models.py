@@ -10,6 +10,7 @@ class EvaluationRun(models.Model):
         CLASS_ANALYSIS = "class_analysis"
         COMPARE_MODELS = "compare_models"
         CROSS_DOMAIN = "cross_domain"
+        RELEVANCE = "relevance"
 
     kind = models.CharField(max_length=20, choices=Kind.choices)
     extractor = models.ForeignKey("indexing.Extractor", null=True, blank=True, on_delete=models.SET_NULL)

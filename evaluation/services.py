@@ -170,14 +170,23 @@ def evaluation_data_load(
     queries: str = "all",
     gallery_split: str | None = Image.Split.TRAIN,
     query_split: str | None = Image.Split.TEST,
+    query_collections: Sequence[Collection] = (),
 ) -> EvaluationData:
     """Load the features of an evaluation from the database (one query per collection set).
+
+    With ``query_collections`` the queries are every labelled image of those collections and the gallery every
+    image of ``collections`` (all splits: what a search over them returns), relevant when the labels name the same
+    class (:func:`label_key`: case, spaces, ``-`` and ``_`` aside); ``distractors`` and the splits do not apply.
 
     ``gallery_split=None`` puts every image of ``collections`` in the gallery; the queries are then gallery
     items and each is removed from its own ranking (the class analysis). ``query_split=None`` queries with
     every labelled image.
     """
     _check_queries(queries)
+    if query_collections:
+        return _cross_collection_data(
+            extractor=extractor, gallery=collections, query_collections=query_collections, queries=queries
+        )
     collection_ids = [c.pk for c in collections]
     main = features_load(extractor=extractor, collection_ids=collection_ids, split=gallery_split)
     extra = (
@@ -239,6 +248,50 @@ def evaluation_data_load(
         self_rows=self_rows[answerable] if self_rows is not None else None,
         num_relevant=num_relevant[answerable],
         skipped_queries=skipped,
+    )
+
+
+def label_key(label: str) -> str:
+    """The class a label names across data sets: "wine-bottle", "wine_bottle", "Wine bottle" are one class."""
+    return "".join(ch for ch in label.lower() if ch not in " _-")
+
+
+def _cross_collection_data(
+    *, extractor: Extractor, gallery: Sequence[Collection], query_collections: Sequence[Collection], queries: str
+) -> EvaluationData:
+    """Queries from some collections against the whole of others (cross-data-set protocol)."""
+    main = features_load(extractor=extractor, collection_ids=[c.pk for c in gallery])
+    source = features_load(extractor=extractor, collection_ids=[c.pk for c in query_collections])
+    for matrix, names in ((main, gallery), (source, query_collections)):
+        if matrix.image_ids.shape[0] == 0:
+            listed = ", ".join(c.name for c in names)
+            raise EvaluationError(f"no {extractor.name} features for {listed}: run extract_features first")
+    if np.intersect1d(main.image_ids, source.image_ids).shape[0]:
+        raise EvaluationError("a collection is both queried and searched: give separate collections")
+    gallery_labels = np.array([label_key(label) for label in main.labels.tolist()], dtype=str)
+    query_labels = np.array([label_key(label) for label in source.labels.tolist()], dtype=str)
+    classes, counts = np.unique(gallery_labels[gallery_labels != ""], return_counts=True)
+    per_label = dict(zip(classes.tolist(), counts.tolist(), strict=True))
+    num_relevant = np.array([per_label.get(label, 0) for label in query_labels.tolist()], dtype=np.int64)
+    keep = (query_labels != "") & (num_relevant > 0)
+    if queries == "paper":  # one query per class: the first by id
+        first = np.zeros_like(keep)
+        _, rows = np.unique(np.where(keep, query_labels, ""), return_index=True)
+        first[rows] = True
+        keep &= first
+    if not keep.any():
+        raise EvaluationError("no query's class is in the gallery: check the labels of both sides")
+    return EvaluationData(
+        gallery_ids=main.image_ids,
+        gallery_vectors=as_unit_float32(main.vectors),
+        gallery_labels=gallery_labels,
+        is_distractor=np.zeros(main.image_ids.shape[0], bool),
+        query_ids=source.image_ids[keep],
+        query_vectors=normalize(source.vectors[keep]),
+        query_labels=query_labels[keep],
+        self_rows=None,
+        num_relevant=num_relevant[keep],
+        skipped_queries=int((source.labels != "").sum() - keep.sum()),
     )
 
 
@@ -353,6 +406,7 @@ def outcome_summary(data: EvaluationData, ranking: ScanRanking, outcome: Outcome
     summary: dict[str, Any] = {
         "mAP": float(outcome.ap_values.mean()),
         "p@10": metrics.precision_at_k(outcome.relevance, k),
+        "hit@1": metrics.precision_at_k(outcome.relevance, 1),
         "recall@10": metrics.recall_at_k(outcome.top_rows[:, :k], ranking.order[:, :k], k),
         "IE": _finite(metrics.improvement_in_efficiency(total, outcome.candidates)),
         "IE (paper)": _finite(metrics.improvement_in_efficiency_paper(total, outcome.candidates_with_repeats)),
@@ -423,26 +477,38 @@ def evaluation_run(
     index: LSHIndex | None = None,
     scan: bool = True,
     queries: str = "all",
-    probes: int = 0,
+    probes: int | None = None,
     latency_queries: int = LATENCY_QUERIES,
+    query_collections: Sequence[Collection] = (),
 ) -> EvaluationRun:
     """Evaluate the sequential scan (``index=None``) or a stored LSH index over the paper's protocol.
 
-    With an index, the scan is evaluated too (it is the recall@10 reference) and reported under ``"scan"``.
+    With an index, the scan is evaluated too (it is the recall@10 reference) and reported under ``"scan"``;
+    ``probes=None`` probes as the index does by default (its tuned probes). ``query_collections``: the queries come
+    from those collections and the gallery is the whole of ``collections`` (see :func:`evaluation_data_load`).
     """
+    if probes is None:
+        probes = index.probes if index is not None else 0
     if index is None and not scan:
         raise EvaluationError("give an index or scan=True")
     if probes < 0:
         raise EvaluationError(f"probes must be >= 0, got {probes}")
     if index is not None and index.extractor_id != extractor.pk:
         raise EvaluationError(f"index {index.pk} was built on another extractor than {extractor.name!r}")
-    data = evaluation_data_load(extractor=extractor, collections=collections, distractors=distractors, queries=queries)
+    data = evaluation_data_load(
+        extractor=extractor,
+        collections=collections,
+        distractors=distractors,
+        queries=queries,
+        query_collections=query_collections,
+    )
     ranking = scan_rank(data)
     scan_results = outcome_summary(data, ranking, scan_outcome(data, ranking))
     scan_results["p50 latency ms"] = scan_latency_ms(data, count=latency_queries)
     parameters: dict[str, Any] = {
         "collections": _names(collections),
         "distractors": _names(distractors),
+        "query_collections": _names(query_collections),
         "queries": queries,
         "method": "scan" if index is None else "lsh",
         "probes": probes,

@@ -125,6 +125,10 @@ class LSHIndex(models.Model):
     w = models.FloatField(default=4.0)  # p-stable slot width
     seed = models.BigIntegerField(default=0)
     center = models.BinaryField(null=True, blank=True)  # float32 mean subtracted before hashing, if centred
+    # Extra buckets per table a search probes when it names none (the API's and the page's default): chosen with
+    # L and K by build_index's autotune (indexing.lsh.autotune), whose measurements are kept in `tuning`.
+    probes = models.PositiveIntegerField(default=0)
+    tuning = models.JSONField(null=True, blank=True)  # None: L, K and probes were given by hand
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.BUILDING)
     is_active = models.BooleanField(default=False)
     item_count = models.PositiveIntegerField(default=0)

@@ -208,6 +208,7 @@ class IndexSummarySerializer(serializers.Serializer):
     family = serializers.CharField()
     num_tables = serializers.IntegerField()
     hashes_per_table = serializers.IntegerField()
+    probes = serializers.IntegerField(help_text="extra buckets per table a search probes when it names none")
     extractor = serializers.CharField(source="extractor.name")
 
 
@@ -229,7 +230,9 @@ class SketchSearchApi(JsonErrorsMixin, APIView):
         index = serializers.IntegerField(
             required=False, min_value=1, max_value=MAX_ROW_ID, help_text="default: the active index"
         )
-        probes = serializers.IntegerField(min_value=0, max_value=MAX_PROBES, default=0)
+        probes = serializers.IntegerField(
+            required=False, min_value=0, max_value=MAX_PROBES, help_text="default: the index's tuned probes"
+        )
         label = serializers.CharField(required=False, allow_blank=True, max_length=100)  # type: ignore[assignment]
         scan = serializers.BooleanField(required=False, default=False, help_text="exact scan, no LSH")
         domain = serializers.ChoiceField(
@@ -330,7 +333,7 @@ class SketchSearchApi(JsonErrorsMixin, APIView):
             image_id=data.get("image_id"),
             index=index,
             top_k=data["k"],
-            probes=data["probes"],
+            probes=data.get("probes"),
             label=data.get("label") or None,
             scan=data["scan"],
             domain=data.get("domain"),

@@ -201,6 +201,8 @@ SKETCHSEARCH_QUERY_MAX_PIXELS: int = env.int("SKETCHSEARCH_QUERY_MAX_PIXELS", de
 # A retired index version is deleted at an activation only once it has been retired this long, so a search that
 # resolved it just before two quick flips still finds its bucket rows.
 SKETCHSEARCH_RETIRED_INDEX_GRACE_SECONDS: int = env.int("SKETCHSEARCH_RETIRED_INDEX_GRACE_SECONDS", default=60)
+# A search with the index's default probes probes further while its buckets hold fewer distinct images than this.
+SKETCHSEARCH_MIN_CANDIDATES: int = env.int("SKETCHSEARCH_MIN_CANDIDATES", default=100)
 # A 5 MB image as a base64 data URL in a JSON body is ~6.7 MB: let it reach the API's own size check (413).
 DATA_UPLOAD_MAX_MEMORY_SIZE = SKETCHSEARCH_QUERY_MAX_BYTES * 3 // 2
 # Query images are never written to disk: Django's default handlers spill uploads over 2.5 MB to a temporary

@@ -53,7 +53,13 @@ def use_tiny_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_indexed_collection(
-    *, classes: int = 4, per_class: int = 6, family: str = "binary", num_tables: int = 4, hashes_per_table: int = 4
+    *,
+    classes: int = 4,
+    per_class: int = 6,
+    family: str = "binary",
+    num_tables: int = 4,
+    hashes_per_table: int = 4,
+    probes: int = 0,
 ) -> tuple[Collection, Extractor, LSHIndex]:
     """A small collection with features by the TinyBackbone and an active index (needs use_tiny_backbone)."""
     from indexing.services.extraction import collection_extract_features
@@ -71,6 +77,7 @@ def make_indexed_collection(
         family=family,
         num_tables=num_tables,
         hashes_per_table=hashes_per_table,
+        probes=probes,
         center=True,
     )
     return collection, extractor, index

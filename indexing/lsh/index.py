@@ -7,6 +7,7 @@ scores are true cosines and only its recall is approximate.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,7 @@ from indexing.lsh.hashing import HashFamily
 from indexing.lsh.scan import as_unit_float32, cosine_top_k, normalize, rerank
 from indexing.lsh.store import BucketStore, InMemoryBucketStore
 
-__all__ = ["ExactIndex", "LshIndex", "QueryResult"]
+__all__ = ["ExactIndex", "LshIndex", "QueryResult", "probe_until"]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing NumPy fields with == is ambiguous
@@ -75,6 +76,40 @@ def _as_query(vector: np.ndarray, dim: int) -> np.ndarray:
     if vector.shape != (dim,):
         raise ValueError(f"vector must have shape ({dim},), got shape {vector.shape}")
     return normalize(vector)
+
+
+def probe_until(
+    family: HashFamily,
+    vector: np.ndarray,
+    lookup: Callable[[np.ndarray], np.ndarray],
+    *,
+    probes: int,
+    min_candidates: int,
+) -> tuple[np.ndarray, int]:
+    """Look up a query's buckets, doubling the probes until they hold ``min_candidates`` distinct items.
+
+    A query unlike the collection (a drawing in another style, a half-finished one) can hash into near-empty
+    buckets where the collection's own items, which the probes were tuned on, do not; a few more probes then
+    cost one more lookup each and bring back the candidates a re-rank needs.
+
+    Args:
+        family: The hash family.
+        vector: The (normalised) query.
+        lookup: ``(m, 2)`` (table, key) pairs -> item ids, one per (bucket, member), repeats included.
+        probes: Extra buckets per table to start with.
+        min_candidates: Distinct candidates wanted (0: a single lookup at ``probes``).
+
+    Returns:
+        ``(ids, probes_used)``: the last lookup's ids (with repeats) and the probes it used.
+    """
+    limit = family.max_probes
+    while True:
+        keys = family.probe_keys(vector, probes)  # (num_tables, 1 + probes)
+        tables = np.repeat(np.arange(keys.shape[0], dtype=np.int64), keys.shape[1])
+        hits = lookup(np.column_stack([tables, keys.ravel()]))
+        if probes >= limit or np.unique(hits).shape[0] >= min_candidates:
+            return hits, probes
+        probes = min(limit, max(1, 2 * probes))
 
 
 class ExactIndex:

@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
+from indexing.lsh.autotune import DEFAULT_TARGET_RECALL, autotune
 from indexing.lsh.hashing import family_from_table_params, fit_center, make_family
 from indexing.lsh.stats import BucketStats, bucket_stats
 from indexing.models import Bucket, BucketEntry, Collection, Extractor, Feature, HashTable, Image, LSHIndex
@@ -102,20 +103,43 @@ def index_build(
     extractor: Extractor,
     collections: list[Collection],
     family: str,
-    num_tables: int,
-    hashes_per_table: int,
+    num_tables: int | None = None,
+    hashes_per_table: int | None = None,
+    probes: int | None = None,
+    target_recall: float = DEFAULT_TARGET_RECALL,
     w: float = 4.0,
     seed: int = 0,
     center: bool = False,
     name: str = "default",
     activate: bool = True,
 ) -> LSHIndex:
-    """Hash every feature of ``extractor`` over ``collections`` into a new index version."""
+    """Hash every feature of ``extractor`` over ``collections`` into a new index version.
+
+    Parameters left out are chosen from the collection (:func:`indexing.lsh.autotune.autotune` on a sample of its
+    own vectors as queries, towards ``target_recall`` at k = 10): L and K when either is missing (over the
+    default grid), the probes for the given (L, K) when only ``probes`` is missing. The chosen probes are stored
+    with the index and are what a search that names none uses.
+    """
     started = time.perf_counter()
     matrix = features_load(extractor=extractor, collection_ids=[c.pk for c in collections])
     if matrix.image_ids.shape[0] == 0:
         names = ", ".join(c.name for c in collections)
         raise ValueError(f"no {extractor.name} features for collections {names}: run extract_features first")
+    tuning = None
+    if num_tables is None or hashes_per_table is None or probes is None:
+        if matrix.image_ids.shape[0] < 2:
+            num_tables, hashes_per_table, probes = num_tables or 1, hashes_per_table or 1, probes or 0
+        else:
+            grid = None if num_tables is None or hashes_per_table is None else [(num_tables, hashes_per_table)]
+            tuned = autotune(
+                matrix.vectors, family=family, target_recall=target_recall, grid=grid, center=center, w=w, seed=seed
+            )
+            num_tables, hashes_per_table = tuned.chosen.num_tables, tuned.chosen.hashes_per_table
+            tuning = tuned.as_dict()
+            # What the tuning chose (a rebuild chooses the same again) and what was given.
+            chose = ["probes"] if probes is None else []
+            tuning["tuned"] = chose if grid is not None else ["num_tables", "hashes_per_table", *chose]
+            probes = tuned.chosen.probes if probes is None else probes
     mean = fit_center(matrix.vectors) if center else None
     hasher = make_family(
         family,
@@ -139,6 +163,8 @@ def index_build(
             w=w,
             seed=seed,
             center=mean.astype("<f4").tobytes() if mean is not None else None,
+            probes=probes,
+            tuning=tuning,
             item_count=int(matrix.image_ids.shape[0]),
         )
         index.collections.set(collections)
@@ -173,20 +199,24 @@ def index_build(
 
 
 def index_reindex(*, extractor: Extractor | None = None, name: str = "default") -> LSHIndex | None:
-    """Rebuild the active index of ``name`` with its own parameters over its collections, and flip it active.
+    """Rebuild the active index of ``name`` over its collections, and flip it active.
 
-    Searches running meanwhile are answered from the old complete version; None when no index is active
-    (or its extractor is not ``extractor``).
+    The parameters that were tuned are tuned again on the collection as it is now (towards the same target
+    recall); those given by hand are kept. Searches running meanwhile are answered from the
+    old complete version; None when no index is active (or its extractor is not ``extractor``).
     """
     active = index_get_active(name=name)
     if active is None or (extractor is not None and active.extractor_id != extractor.pk):
         return None
+    tuned = set((active.tuning or {}).get("tuned", []))
     return index_build(
         extractor=active.extractor,
         collections=list(active.collections.all()),
         family=active.family,
-        num_tables=active.num_tables,
-        hashes_per_table=active.hashes_per_table,
+        num_tables=None if "num_tables" in tuned else active.num_tables,
+        hashes_per_table=None if "hashes_per_table" in tuned else active.hashes_per_table,
+        probes=None if "probes" in tuned else active.probes,
+        target_recall=float((active.tuning or {}).get("target_recall", DEFAULT_TARGET_RECALL)),
         w=active.w,
         seed=active.seed,
         center=active.center is not None,

@@ -22,6 +22,8 @@ from indexing.features.backbones import Backbone, available_backbones, l2_normal
 from indexing.features.crossdomain import JOINT_HEAD, PHOTO_INPUTS, JointBackbone, load_joint_head, save_joint_head
 from indexing.features.heads import SIAMESE_MODEL, HeadBackbone, head_name, head_param_count, load_head
 from indexing.features.pipeline import prepare_image
+from indexing.features.sketch_head import RETRIEVAL_LAYER as SKETCH_RETRIEVAL_LAYER
+from indexing.features.sketch_head import SHIPPED_HEAD, load_head_file
 from indexing.features.training import (
     CUT_LAYERS,
     PIXEL_SCALING,
@@ -44,6 +46,8 @@ from indexing.services import extraction
 from indexing.services.index import features_load
 
 EXTRACTORS_DIR = "extractors"  # under MEDIA_ROOT, where Extractor.weights_file points
+SKETCH_HEAD = "sketch"  # Extractor.head of the served sketch head (indexing.features.sketch_head)
+SKETCH_EXTRACTOR = "mobilenet_v1-sketch"  # the shipped head's Extractor row
 TRAINED_WEIGHTS = "trained"
 
 
@@ -399,10 +403,20 @@ def _bundle(base_model: Any, head: Any) -> Any:
 
 def extractor_head_backbone(extractor: Extractor) -> Backbone:
     """The Backbone of a trained extractor: its base (fine-tuned where it was) + the head's retrieval layer."""
+    details = extractor.details or {}
+    if extractor.head == SKETCH_HEAD:
+        # The served head (indexing.features.sketch_head): shipped in the package, or trained into MEDIA_ROOT.
+        file = Path(settings.MEDIA_ROOT) / str(extractor.weights_file.name) if extractor.weights_file else SHIPPED_HEAD
+        return _sketch_head_backbone_load(
+            name=extractor.name,
+            backbone=extractor.backbone,
+            base_weights=str(details.get("base_weights") or ""),
+            path=str(file),
+            mtime=file.stat().st_mtime if file.exists() else 0.0,
+        )
     if not extractor.weights_file:
         raise ValueError(f"extractor {extractor.name} has head {extractor.head!r} but no weights file")
     path = Path(settings.MEDIA_ROOT) / str(extractor.weights_file.name)
-    details = extractor.details or {}
     if extractor.head == JOINT_HEAD:
         return _joint_backbone_load(
             name=extractor.name,
@@ -440,6 +454,58 @@ def _head_backbone_load(
     wrapper = HeadBackbone(base, head, name=name, layer=layer)
     warm_up(wrapper)
     return wrapper
+
+
+@functools.lru_cache(maxsize=4)
+def _sketch_head_backbone_load(*, name: str, backbone: str, base_weights: str, path: str, mtime: float) -> Backbone:
+    head, _, _ = load_head_file(path)
+    base = extraction.extractor_backbone_load(backbone=backbone, weights=base_weights or _default_weights(backbone))
+    wrapper = HeadBackbone(base, head, name=name, layer=SKETCH_RETRIEVAL_LAYER, weights="shipped")
+    warm_up(wrapper)
+    return wrapper
+
+
+def sketch_extractor_get_or_create(*, path: Path = SHIPPED_HEAD, name: str = SKETCH_EXTRACTOR) -> Extractor:
+    """The Extractor row of a sketch head file (indexing.features.sketch_head), created or updated from the file.
+
+    The shipped file is read from the package (no copy under MEDIA_ROOT); another file is served from its path,
+    which must lie under MEDIA_ROOT. A row whose file changed (other weights: its ``meta`` differs) loses its
+    vectors, so the next extraction recomputes them.
+    """
+    head, classes, meta = load_head_file(path)
+    base = base_extractor_resolve(str(meta.get("backbone") or "mobilenet_v1"))
+    fields: dict[str, Any] = {
+        "backbone": base.backbone,
+        "head": SKETCH_HEAD,
+        "weights": "shipped" if path == SHIPPED_HEAD else TRAINED_WEIGHTS,
+        "input_size": base.input_size,
+        "output_dim": len(classes),
+        "param_count": int(base.param_count) + int(head.count_params()),
+        "details": {
+            "strategy": "head-only",
+            "base_extractor": base.name,
+            "base_weights": base.weights,
+            "retrieval_layer": SKETCH_RETRIEVAL_LAYER,
+            "classes": classes,
+            "sketch_dilate": (base.details or {}).get("sketch_dilate"),
+            "training": meta,
+        },
+    }
+    existing = Extractor.objects.filter(name=name).first()
+    if existing is not None and existing.head != SKETCH_HEAD:
+        raise TrainingError(f"extractor {name!r} exists and is not a sketch head: choose another name")
+    if existing is not None and existing.details == fields["details"] and existing.weights == fields["weights"]:
+        return existing
+    weights_name = ""
+    if path != SHIPPED_HEAD:
+        media = Path(settings.MEDIA_ROOT).resolve()
+        if media not in path.resolve().parents:
+            raise TrainingError(f"a trained head file must lie under MEDIA_ROOT ({media}), not {path}")
+        weights_name = str(path.resolve().relative_to(media))
+    notes: list[str] = []
+    row = _trained_extractor_save(name=name, existing=existing, fields=fields, weights_name=weights_name, notes=notes)
+    _sketch_head_backbone_load.cache_clear()
+    return row
 
 
 @functools.lru_cache(maxsize=4)

@@ -103,3 +103,23 @@ def test_class_analysis_prints_classes_and_writes_json(dataset: Dataset, tmp_pat
 def test_commands_name_the_bad_value(dataset: Dataset, args: list[str], message: str) -> None:
     with pytest.raises(CommandError, match=message):
         run(*args)
+
+
+def test_evaluate_takes_queries_and_gallery_as_separate_collections(dataset: Dataset) -> None:
+    from indexing.services.extraction import collection_extract_features
+    from tests.factories import make_collection, make_image
+
+    drawn = make_collection("drawn")
+    for c in range(CLASSES):
+        make_image(drawn, seed=7000 + c, label=f"Class {c}")
+    collection_extract_features(collection=drawn, extractor=dataset.extractor)
+    output = run("evaluate", "--queries", "drawn", "--gallery", "sketches", "--extractor", "tiny", "--scan")
+    assert "queries from drawn: sequential scan over sketches" in output
+    assert "| hit@1 |" in output
+    stored = EvaluationRun.objects.get()
+    assert stored.results["queries"] == CLASSES
+    assert stored.parameters["query_collections"] == ["drawn"]
+    with pytest.raises(CommandError, match="go together"):
+        run("evaluate", "--queries", "drawn", "--extractor", "tiny", "--scan")
+    with pytest.raises(CommandError, match="no query.s class is in the gallery"):
+        run("evaluate", "--queries", "photos", "--gallery", "sketches", "--extractor", "tiny", "--scan")

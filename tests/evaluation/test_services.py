@@ -95,7 +95,12 @@ def test_distractor_share_is_computed(dataset: Dataset) -> None:
 
 def test_stored_index_matches_its_bucket_rows(dataset: Dataset) -> None:
     index = index_build(
-        extractor=dataset.extractor, collections=[dataset.sketches], family="binary", num_tables=3, hashes_per_table=3
+        extractor=dataset.extractor,
+        collections=[dataset.sketches],
+        family="binary",
+        num_tables=3,
+        hashes_per_table=3,
+        probes=0,
     )
     run = evaluation_run(extractor=dataset.extractor, collections=[dataset.sketches], index=index)
     # The same numbers from the stored BucketEntry rows, query by query through OrmBucketStore.
@@ -227,3 +232,35 @@ def test_parse_grid(text: str, expected: list[tuple[int, int]]) -> None:
 def test_parse_grid_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="grid"):
         parse_grid(text)
+
+
+def test_queries_from_another_collection_search_the_whole_gallery(dataset: Dataset) -> None:
+    from indexing.services.extraction import collection_extract_features
+    from tests.factories import make_collection, make_image
+
+    others = make_collection("others")
+    # Labels spelled as another data set spells them: "Class_0" is class0; "unknown" has no gallery class.
+    for c, label in enumerate(["Class_0", "class-1", "unknown"]):
+        make_image(others, seed=9000 + c, label=label)
+    collection_extract_features(collection=others, extractor=dataset.extractor)
+    run = evaluation_run(
+        extractor=dataset.extractor, collections=[dataset.sketches], query_collections=[others], scan=True
+    )
+    matrix = features_load(extractor=dataset.extractor, collection_ids=[dataset.sketches.pk])
+    queries = features_load(extractor=dataset.extractor, collection_ids=[others.pk])
+    aps, hits = [], []
+    for vector, label in zip(queries.vectors[:2], ["class0", "class1"], strict=True):
+        order = sorted(range(len(matrix.labels)), key=lambda g: (-float(vector @ matrix.vectors[g]), g))
+        relevant = [matrix.labels[g] == label for g in order]
+        found = np.cumsum(relevant)
+        aps.append(sum(found[i] / (i + 1) for i, r in enumerate(relevant) if r) / sum(relevant))
+        hits.append(relevant[0])
+    assert run.results["queries"] == 2  # "unknown" has no relevant gallery item
+    assert run.results["gallery size"] == CLASSES * PER_CLASS  # every split of the gallery collection
+    assert run.results["mAP"] == pytest.approx(np.mean(aps))
+    assert run.results["hit@1"] == pytest.approx(np.mean(hits))
+    assert run.parameters["query_collections"] == ["others"]
+    with pytest.raises(EvaluationError, match="both queried and searched"):
+        evaluation_run(
+            extractor=dataset.extractor, collections=[dataset.sketches], query_collections=[dataset.sketches]
+        )

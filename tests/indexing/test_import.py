@@ -108,10 +108,10 @@ def test_command_empty_folder_and_missing_path_are_command_errors(tmp_path: Path
 
 
 def test_demo_collection_imports_with_all_classes() -> None:
-    report = collection_import(path=DEMO_DATA, name="demo", kind="sketches", test_per_class=4)
+    report = collection_import(path=DEMO_DATA, name="demo", kind="sketches", test_per_class=20)
     assert report.skipped == []
-    assert report.imported == 640
-    assert dict(report.per_split) == {"train": 480, "test": 160}
+    assert report.imported == 3200
+    assert dict(report.per_split) == {"train": 2400, "test": 800}  # the paper's 60/20 split
     assert Image.objects.values("label").distinct().count() == 40
 
 

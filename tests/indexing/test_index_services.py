@@ -171,3 +171,54 @@ def test_search_errors_are_clear() -> None:
         sketch_search(image=sketch_png(1), index=999_999)
     with pytest.raises(ValueError, match="image"):
         sketch_search(image=b"definitely not an image")
+
+
+def test_a_build_without_parameters_tunes_them_and_searches_default_to_its_probes() -> None:
+    from indexing.lsh.autotune import autotune
+
+    collection, extractor, fixed = make_indexed_collection()
+    assert fixed.tuning is None
+    tuned = index_build(extractor=extractor, collections=[collection], family="binary", center=True, name="tuned")
+    matrix = features_load(extractor=extractor, collection_ids=[collection.pk])
+    expected = autotune(matrix.vectors, center=True).chosen
+    assert (tuned.num_tables, tuned.hashes_per_table, tuned.probes) == (
+        expected.num_tables,
+        expected.hashes_per_table,
+        expected.probes,
+    )
+    assert tuned.tuning is not None
+    assert tuned.tuning["chosen"]["recall"] == pytest.approx(expected.recall)
+    vector = matrix.vectors[0]
+    default = sketch_search(image_id=int(matrix.image_ids[0]), index=tuned, top_k=5)
+    explicit = sketch_search(image_id=int(matrix.image_ids[0]), index=tuned, top_k=5, probes=tuned.probes)
+    assert default.probes == tuned.probes
+    assert [h.image_id for h in default.hits] == [h.image_id for h in explicit.hits]
+    assert vector.shape == (extractor.output_dim,)
+
+
+def test_given_l_and_k_tune_only_the_probes_and_reindex_keeps_the_choice_mode() -> None:
+    from indexing.services.index import index_reindex
+
+    collection, extractor, fixed = make_indexed_collection(num_tables=2, hashes_per_table=6)
+    assert fixed.probes == 0
+    rebuilt = index_reindex()
+    assert rebuilt is not None
+    assert (rebuilt.num_tables, rebuilt.hashes_per_table, rebuilt.probes, rebuilt.tuning) == (2, 6, 0, None)
+    only_probes = index_build(
+        extractor=extractor, collections=[collection], family="binary", num_tables=2, hashes_per_table=6, center=True
+    )
+    assert (only_probes.num_tables, only_probes.hashes_per_table) == (2, 6)
+    assert only_probes.tuning is not None
+    assert [(t["num_tables"], t["hashes_per_table"]) for t in only_probes.tuning["trials"]] == [(2, 6)]
+    assert only_probes.tuning["tuned"] == ["probes"]
+    retuned = index_reindex()
+    assert retuned is not None
+    assert retuned.tuning is not None
+    assert (retuned.num_tables, retuned.hashes_per_table, retuned.tuning["tuned"]) == (2, 6, ["probes"])
+    everything = index_build(extractor=extractor, collections=[collection], family="binary", center=True)
+    assert everything.tuning is not None
+    assert everything.tuning["tuned"] == ["num_tables", "hashes_per_table", "probes"]
+    again = index_reindex()
+    assert again is not None
+    assert again.tuning is not None
+    assert len(again.tuning["trials"]) > 1  # the whole grid again

@@ -132,3 +132,44 @@ def test_a_search_on_a_classifier_extractor_predicts_the_sketch_classes(tiny: No
     assert 0.99 <= sum(scores) <= 1.01  # all 3 classes shown: the softmax sums to 1
     # Query by example reuses the stored vector: no CNN pass, so no predictions (and none are made up).
     assert sketch_search(image_id=collection.images.first().pk, top_k=3).predictions == []  # type: ignore[union-attr]
+
+
+def test_embedding_with_a_head_maps_the_stored_base_vectors_without_the_cnn(
+    tiny: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from indexing.services import extraction
+    from tests.factories import TinyBackbone, make_image
+
+    train(model=1)
+    trained = Extractor.objects.get(name="tiny-model1")
+    collection = Collection.objects.get(name="tiny")
+    newcomer = make_image(collection, seed=4242, label="class0")  # no base vector yet
+    calls: list[int] = []
+
+    class CountingBackbone(TinyBackbone):
+        def embed(self, images: np.ndarray) -> np.ndarray:
+            calls.append(len(images))
+            return super().embed(images)
+
+    counting = CountingBackbone()
+    monkeypatch.setattr(extraction, "extractor_backbone_load", lambda **_: counting)
+    from indexing.services import training
+
+    training._head_backbone_load.cache_clear()
+    extractor_backbone(trained)  # loading warms the model up with one blank image
+    calls.clear()
+    report = collection_extract_features(collection=collection, extractor=trained)
+    assert report.embedded == 19
+    assert calls == [1]  # the CNN ran for the one image without a base vector, not for the 18 others
+    base = Extractor.objects.get(name="tiny")
+    assert Feature.objects.filter(extractor=base, image=newcomer).exists()  # stored for the next head too
+    # The mapped vectors equal the head run over the images themselves.
+    wrapper = extractor_backbone(trained)
+    stored = {
+        f.image_id: np.frombuffer(bytes(f.vector), dtype="<f4") for f in Feature.objects.filter(extractor=trained)
+    }
+    from indexing.features.pipeline import prepare_image
+
+    for image in collection.images.order_by("pk")[:4]:
+        pixels = prepare_image(image.file.path, counting.input_size)
+        assert np.allclose(stored[image.pk], wrapper.embed(pixels[np.newaxis])[0], atol=1e-5)

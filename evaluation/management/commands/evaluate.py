@@ -7,6 +7,23 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from evaluation.management.commands._common import add_data_arguments, key_value_table, resolve, run_footer, with_x_scan
 from evaluation.management.commands._crossdomain import add_cross_domain_arguments, handle_cross_domain
 from evaluation.services import QUERY_CHOICES, EvaluationError, evaluation_run
+from indexing.models import Collection
+
+
+def _split_queries(values: list[str]) -> tuple[str, list[str]]:
+    """--queries values: a selection (all / paper, at most one) and query collection names."""
+    selections = [v for v in values if v in QUERY_CHOICES]
+    if len(selections) > 1:
+        raise CommandError(f"--queries takes one of {', '.join(QUERY_CHOICES)}, got {', '.join(selections)}")
+    return (selections[0] if selections else "all"), [v for v in values if v not in QUERY_CHOICES]
+
+
+def collections_resolve(names: list[str]) -> list[Collection]:
+    found = list(Collection.objects.filter(name__in=names))
+    missing = set(names) - {c.name for c in found}
+    if missing:
+        raise CommandError(f"no collection named {', '.join(sorted(missing))}")
+    return found
 
 
 class Command(BaseCommand):
@@ -26,8 +43,18 @@ class Command(BaseCommand):
             action="store_true",
             help="sketch -> photo evaluation on --root (--extractor is then the frozen backbone, default mobilenet_v1)",
         )
-        parser.add_argument("--queries", choices=QUERY_CHOICES, default="all", help="paper: one test sketch per class")
-        parser.add_argument("--probes", type=int, default=0, help="multi-probe: extra buckets per table")
+        parser.add_argument(
+            "--queries",
+            action="append",
+            help="all (default): every test sketch; paper: one per class; or a collection whose labelled images are "
+            "the queries (repeatable), searched against the whole --gallery",
+        )
+        parser.add_argument(
+            "--gallery", action="append", help="collections searched by --queries COLLECTION (repeatable)"
+        )
+        parser.add_argument(
+            "--probes", type=int, help="multi-probe: extra buckets per table (default: the index's tuned probes)"
+        )
         add_cross_domain_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -38,6 +65,13 @@ class Command(BaseCommand):
             return
         if options["index"] is None and not options["scan"]:
             raise CommandError("choose one of --index ID, --scan or --cross-domain")
+        selection, query_names = _split_queries(options["queries"] or [])
+        if query_names or options["gallery"]:
+            if not query_names or not options["gallery"]:
+                raise CommandError("--queries COLLECTION and --gallery COLLECTION go together")
+            if options["collection"] or options["distractors"]:
+                raise CommandError("--gallery replaces --collection and --distractors")
+            options["collection"] = options["gallery"]
         missing = [flag for flag in ("collection", "extractor") if not options[flag]]
         if missing:
             raise CommandError(f"the following arguments are required: {', '.join('--' + m for m in missing)}")
@@ -49,12 +83,15 @@ class Command(BaseCommand):
                 distractors=distractors,
                 index=index,
                 scan=options["scan"],
-                queries=options["queries"],
+                queries=selection,
                 probes=options["probes"],
+                query_collections=collections_resolve(query_names),
             )
         except EvaluationError as exc:
             raise CommandError(str(exc)) from exc
         title = "sequential scan" if index is None else f"LSH index {index} (id {index.pk})"
+        if query_names:
+            title = f"queries from {', '.join(query_names)}: {title}"
         self.stdout.write(f"{title} over {', '.join(c.name for c in collections)}")
         self.stdout.write(key_value_table(with_x_scan(run.results), skip=["scan"]))
         if "scan" in run.results:

@@ -293,9 +293,10 @@
 
   function searchBody() {
     const body = {
-      k: Number(ui.k.value), probes: Number(ui.probes.value), scan: ui.scan.checked, domain: ui.domain.value,
+      k: Number(ui.k.value), scan: ui.scan.checked, domain: ui.domain.value,
     };
     if (ui.index.value) body.index = Number(ui.index.value);
+    if (ui.probes.value !== "") body.probes = Number(ui.probes.value);  // else the index's tuned probes
     if (state.label) body.label = state.label;
     if (state.example) body.image_id = state.example.image_id;
     else body.image = canvas.toDataURL("image/png");

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from indexing.lsh.autotune import DEFAULT_TARGET_RECALL
 from indexing.models import Collection, Extractor
 from indexing.services.index import index_build, index_stats
 
@@ -17,11 +19,29 @@ class Command(BaseCommand):
             "--collection", action="append", help="collections to index (repeatable; default: all with features)"
         )
         parser.add_argument("--family", choices=["real", "binary"], default="binary")
-        parser.add_argument("--L", "--tables", dest="num_tables", type=int, default=8, help="number of tables")
-        parser.add_argument("--K", "--hashes", dest="hashes_per_table", type=int, default=8, help="hashes per table")
+        parser.add_argument(
+            "--L", "--tables", dest="num_tables", type=int, help="number of tables (default: tuned with K)"
+        )
+        parser.add_argument(
+            "--K", "--hashes", dest="hashes_per_table", type=int, help="hashes per table (default: tuned with L)"
+        )
+        parser.add_argument(
+            "--probes", type=int, help="extra buckets per table a search probes by default (default: tuned)"
+        )
+        parser.add_argument(
+            "--target-recall",
+            type=float,
+            default=DEFAULT_TARGET_RECALL,
+            help="recall@10 the tuning aims for on a sample of the collection's own vectors (default %(default)s)",
+        )
         parser.add_argument("--w", type=float, default=4.0, help="p-stable slot width (real family)")
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--center", action="store_true", help="subtract the collection mean before hashing")
+        parser.add_argument(
+            "--center",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="subtract the collection mean before hashing (default: on)",
+        )
         parser.add_argument("--name", default="default", help="index name; versions of a name replace each other")
         parser.add_argument("--no-activate", action="store_true", help="build but leave the current version active")
 
@@ -43,6 +63,8 @@ class Command(BaseCommand):
                 family=options["family"],
                 num_tables=options["num_tables"],
                 hashes_per_table=options["hashes_per_table"],
+                probes=options["probes"],
+                target_recall=options["target_recall"],
                 w=options["w"],
                 seed=options["seed"],
                 center=options["center"],
@@ -61,3 +83,12 @@ class Command(BaseCommand):
             f"per bucket, purity {stats.avg_purity:.2f} ± {stats.std_purity:.2f}"
             + ("; active" if index.is_active else "; not active")
         )
+        if index.tuning:
+            chosen, tuning = index.tuning["chosen"], index.tuning
+            verdict = "reached" if index.tuning["met"] else "NOT reached (best found)"
+            self.stdout.write(
+                f"tuned on {tuning['sample']} of its own vectors: L={index.num_tables} K={index.hashes_per_table} "
+                f"probes={index.probes}, recall@{tuning['top_k']} {chosen['recall']:.3f} "
+                f"(target {tuning['target_recall']} {verdict}), {chosen['candidates']:.0f} candidates per query "
+                f"(IE {tuning['ie']})"
+            )

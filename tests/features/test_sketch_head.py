@@ -1,0 +1,118 @@
+"""The served sketch head: views, training rows, the float16 file round trip, retrieval by class probabilities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from indexing.features.augment import AugmentSpec, drawing_view, page_render, raster_view
+from indexing.features.heads import HeadBackbone
+from indexing.features.sketch_head import (
+    RETRIEVAL_LAYER,
+    HeadRecipe,
+    TrainingSet,
+    ViewCache,
+    embed_views,
+    fit_sketch_head,
+    load_head_file,
+    quickdraw_folds,
+    save_head,
+)
+from tests.factories import TinyBackbone
+
+
+class _Base(TinyBackbone):
+    """TinyBackbone at the tiny input size, so embed_views can run it."""
+
+
+def _tu_folder(root: Path, classes: tuple[str, ...] = ("cat", "wine-bottle"), per_class: int = 3) -> Path:
+    for c, label in enumerate(classes):
+        (root / "png" / label).mkdir(parents=True)
+        for i in range(per_class):
+            image = Image.new("L", (64, 64), 255)
+            image.paste(0, (8 + 12 * c, 8 + 4 * i, 30 + 12 * c, 12 + 4 * i))
+            image.save(root / "png" / label / f"{i + 1}.png")
+    return root
+
+
+def _qd_folder(root: Path, words: tuple[str, ...] = ("cat", "wine bottle", "zebra"), per_word: int = 15) -> Path:
+    root.mkdir()
+    for w, word in enumerate(words):
+        lines = []
+        for i in range(per_word):
+            strokes = [[[10, 200], [20 + w * 60, 20 + w * 60 + i]], [[30, 30 + i], [200, 10]]]
+            lines.append(json.dumps({"word": word, "key_id": f"{w}{i}", "drawing": strokes}))
+        (root / f"{word}.ndjson").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def test_views_change_width_and_completeness() -> None:
+    strokes = [(np.array([0.0, 255.0]), np.array([0.0, 255.0])), (np.array([0.0, 255.0]), np.array([255.0, 0.0]))]
+    rng = np.random.default_rng(0)
+    ink = [(np.asarray(drawing_view(strokes, rng, AugmentSpec(cuts=(0.5,)))) < 128).sum() for _ in range(8)]
+    whole = (np.asarray(page_render(strokes)) < 128).sum()
+    assert len(set(ink)) > 1  # widths and poses vary
+    assert min(ink) < whole  # half the strokes: one diagonal
+    raster = raster_view(page_render(strokes), rng, AugmentSpec(flip=1.0, max_angle=0.0, raster_thickening=(5,)))
+    assert (np.asarray(raster) < 128).sum() > whole  # thickened
+
+
+def test_folds_are_three_drawings_per_word_in_file_order() -> None:
+    from indexing.features.quickdraw import Drawing
+
+    drawings = [Drawing(word=w, key_id=str(i), strokes=()) for w in ("a", "b") for i in range(15)]
+    folds = quickdraw_folds(drawings)
+    assert folds[:15].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+    assert folds[15:].tolist() == folds[:15].tolist()
+
+
+def test_views_of_the_shared_classes_are_embedded_once_and_cached(tmp_path: Path) -> None:
+    tu = _tu_folder(tmp_path / "tu")
+    qd = _qd_folder(tmp_path / "qd")
+    views = embed_views(_Base(), tu_berlin=tu, quickdraw=qd, recipe=HeadRecipe(raster_views=1, drawing_views=1))
+    # zebra is no TU-Berlin class; "wine bottle" is TU-Berlin's "wine-bottle".
+    assert sorted(set(views.labels.tolist())) == ["cat", "wine-bottle"]
+    assert (views.source == "tu").sum() == 6
+    assert (views.source == "qd").sum() == 30
+    assert set(views.views) == {"plain", "cut25", "cut50", "cut75", "raster0", "drawing0"}
+    qd_rows = views.source == "qd"
+    assert np.allclose(np.linalg.norm(views.views["cut50"][qd_rows], axis=1), 1, atol=1e-5)
+    assert not views.views["cut50"][~qd_rows].any()  # cuts exist for stroke lists only
+    views.save(tmp_path / "cache.npz")
+    again = ViewCache.load(tmp_path / "cache.npz")
+    assert np.array_equal(again.views["plain"], views.views["plain"])
+    assert again.fold.tolist() == views.fold.tolist()
+    rows = TrainingSet.from_cache(views, views.fold != 0, HeadRecipe(cuts=(0.5,), cut_weight=0.5))
+    assert len(rows.targets) == 6 + 24 + 24  # TU plain, QD plain (fold 0 held out), QD cut50
+    assert sorted(rows.weights.tolist()).count(0.5) == 24
+    with pytest.raises(ValueError, match="raster5"):
+        TrainingSet.from_cache(views, views.fold != 0, HeadRecipe(raster_views=6))
+
+
+def test_the_float16_file_serves_the_same_retrieval_vectors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((60, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    data = TrainingSet(vectors, np.arange(60) % 3, np.array(["a", "b", "c"]), np.ones(60, np.float32))
+    head = fit_sketch_head(data, HeadRecipe(hidden=(16,), epochs=2))
+    size = save_head(head, tmp_path / "h.npz", classes=["a", "b", "c"], meta={"why": "test"})
+    assert size < 20_000
+    loaded, classes, meta = load_head_file(tmp_path / "h.npz")
+    assert classes == ["a", "b", "c"]
+    assert meta == {"why": "test"}
+    served = HeadBackbone(_Base(), loaded, name="t", layer=RETRIEVAL_LAYER)
+    original = HeadBackbone(_Base(), head, name="t", layer=RETRIEVAL_LAYER)
+    assert served.dim == 3
+    assert served.num_classes == 3
+    assert np.allclose(served.embed_features(vectors), original.embed_features(vectors), atol=2e-3)
+    probabilities = head(vectors, training=False).numpy()
+    expected = probabilities / np.linalg.norm(probabilities, axis=1, keepdims=True)
+    assert np.allclose(original.embed_features(vectors), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="classes"):
+        save_head(head, tmp_path / "x.npz", classes=["a"], meta={})
+    with pytest.raises(FileNotFoundError):
+        load_head_file(tmp_path / "missing.npz")
