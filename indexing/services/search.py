@@ -197,14 +197,20 @@ def sketch_search(
         # empty, as many more as bring MIN_CANDIDATES (measured on Quick, Draw! drawings against the demo:
         # README "Relevance"); explicit probes are taken as given.
         floor = min(settings.SKETCHSEARCH_MIN_CANDIDATES, n) if probes_default else 0
+
+        def timed_lookup(pairs: np.ndarray) -> np.ndarray:
+            clock.lap("hash")  # the probe keys of this round were just computed
+            found = loaded.store.lookup(pairs)
+            clock.lap("sql")
+            return found
+
         hits, probes = probe_until(
             loaded.family,  # type: ignore[arg-type]
             vector,
-            loaded.store.lookup,
+            timed_lookup,
             probes=probes,
             min_candidates=floor,
         )
-        clock.lap("sql")
         rows = matrix.rows(np.unique(hits))
         with_repeats = int(hits.shape[0])
     candidates = int(rows.shape[0])

@@ -69,7 +69,7 @@ def test_search_by_data_url_returns_the_service_results(client: APIClient, built
     assert stats["candidates"] == expected.candidates
     assert stats["candidates_with_repeats"] == expected.candidates_with_repeats
     assert stats["collection_size"] == len(built.image_ids)
-    assert stats["probes"] == 0
+    assert stats["probes"] == expected.probes  # the index's tuned probes, raised while buckets are nearly empty
     assert stats["scan"] is False
     assert stats["timings_ms"]["total"] >= 0
     assert {"load", "preprocess", "embed", "hash", "sql", "rerank", "fetch"} <= set(stats["timings_ms"])
@@ -80,6 +80,7 @@ def test_search_by_data_url_returns_the_service_results(client: APIClient, built
         "family": "binary",
         "num_tables": 4,
         "hashes_per_table": 4,
+        "probes": built.index.probes,
         "extractor": "tiny",
     }
 
@@ -273,6 +274,7 @@ def test_index_list(client: APIClient, built: BuiltIndex) -> None:
             "family": "binary",
             "num_tables": 4,
             "hashes_per_table": 4,
+            "probes": built.index.probes,
             "extractor": "tiny",
             "w": 4.0,
             "status": "ready",
