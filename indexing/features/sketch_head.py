@@ -191,7 +191,8 @@ def embed_views(
     ]
     for cut in CUTS:
         name = f"cut{round(cut * 100)}"
-        jobs.append((name, slice(n_tu, None), (page_render(cut_strokes(d.strokes, cut)) for d in drawings)))
+        # A function call binds this fraction now (a generator here would read the loop's last one later).
+        jobs.append((name, slice(n_tu, None), _cut_views(drawings, cut)))
     for v in range(recipe.raster_views):
         jobs.append((f"raster{v}", slice(0, n_tu), (raster_view(load_image(p), rng, spec) for p, _ in files)))
     for v in range(recipe.drawing_views):
@@ -220,6 +221,10 @@ def embed_views(
         fold=np.concatenate([np.full(n_tu, -1, dtype=np.int64), quickdraw_folds(drawings)]),
         views=views,
     )
+
+
+def _cut_views(drawings: Sequence[Drawing], fraction: float) -> Iterable[Any]:
+    return (page_render(cut_strokes(d.strokes, fraction)) for d in drawings)
 
 
 @dataclass(frozen=True)

@@ -116,3 +116,14 @@ def test_the_float16_file_serves_the_same_retrieval_vectors(tmp_path: Path) -> N
         save_head(head, tmp_path / "x.npz", classes=["a"], meta={})
     with pytest.raises(FileNotFoundError):
         load_head_file(tmp_path / "missing.npz")
+
+
+def test_each_cut_view_keeps_its_own_share_of_the_strokes(tmp_path: Path) -> None:
+    tu = _tu_folder(tmp_path / "tu")
+    qd = _qd_folder(tmp_path / "qd")
+    views = embed_views(_Base(), tu_berlin=tu, quickdraw=qd)
+    qd_rows = views.source == "qd"
+    # Two strokes per drawing: 25% and 50% keep one, 75% and the whole drawing both.
+    assert np.allclose(views.views["cut25"][qd_rows], views.views["cut50"][qd_rows])
+    assert np.allclose(views.views["cut75"][qd_rows], views.views["plain"][qd_rows])
+    assert not np.allclose(views.views["cut50"][qd_rows], views.views["cut75"][qd_rows])
