@@ -153,8 +153,12 @@ def lsh_scores(
     gallery_labels: np.ndarray,
     *,
     depth: int = 1000,
+    min_candidates: int = 0,
 ) -> Scores:
     """Through an LSH index: each query's candidates, re-ranked exactly; unreturned relevant items score 0.
+
+    ``min_candidates`` doubles the probes of a query whose buckets hold fewer candidates, as a served search with
+    the index's default probes does (``SKETCHSEARCH_MIN_CANDIDATES``).
 
     Args:
         index: Fitted on the gallery (ids = gallery rows).
@@ -172,7 +176,11 @@ def lsh_scores(
         raise ValueError("no query")
     aps, p10, hit1, candidates = [], [], [], []
     for vector, label in zip(queries, query_labels, strict=True):
-        result = index.query(vector, top_k=depth, probes=probes)
+        used = probes
+        result = index.query(vector, top_k=depth, probes=used)
+        while result.candidates < min(min_candidates, index.size) and used < index.family.max_probes:
+            used = min(index.family.max_probes, max(1, 2 * used))
+            result = index.query(vector, top_k=depth, probes=used)
         relevant = gallery_labels[result.ids] == label
         padded = np.zeros(max(depth, 10), dtype=bool)
         padded[: len(relevant)] = relevant

@@ -60,3 +60,12 @@ def test_query_expansion_moves_the_query_towards_its_neighbours() -> None:
     assert np.allclose(expanded, manual / np.linalg.norm(manual, axis=1, keepdims=True), atol=1e-6)
     with pytest.raises(ValueError, match="no query"):
         scan_scores(queries[:0], np.array([]), gallery, np.array(["a"] * len(gallery)))
+
+
+def test_a_candidate_floor_probes_further_as_a_served_search_does() -> None:
+    queries, query_labels, gallery, labels = _data(3)
+    index, _ = tuned_index(gallery, target_recall=0.5)
+    plain = lsh_scores(index, 0, queries, query_labels, labels)
+    floored = lsh_scores(index, 0, queries, query_labels, labels, min_candidates=60)
+    assert floored.candidates >= 60  # every query probed on until 60 candidates (all 120 can be reached)
+    assert floored.candidates >= plain.candidates

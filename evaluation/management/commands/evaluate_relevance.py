@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluation.models import EvaluationRun
@@ -15,6 +16,7 @@ from indexing.features.sketch_head import CUTS, FOLDS, RETRIEVAL_LAYER, HeadReci
 from indexing.features.training import predict_in_batches
 from indexing.services.sketch_views import CACHE_DIR, SHARED_DATA, DataMissingError, folder_vectors, sketch_view_cache
 
+FLOOR = settings.SKETCHSEARCH_MIN_CANDIDATES  # "through the served default index": as a served search probes
 TU_TEST_PER_CLASS = 20  # the paper's 60/20 split: the last 20 sketches of each class by id
 
 
@@ -105,7 +107,7 @@ class Command(BaseCommand):
                     scan_scores(served, labels, served_gallery, gallery_labels)
                 )
                 per_fold.setdefault(f"head, index, {stage}", []).append(
-                    lsh_scores(index, tuning.chosen.probes, served, labels, gallery_labels)
+                    lsh_scores(index, tuning.chosen.probes, served, labels, gallery_labels, min_candidates=FLOOR)
                 )
                 per_fold.setdefault(f"head, scan + alpha-QE, {stage}", []).append(
                     scan_scores(served, labels, served_gallery, gallery_labels, expansion=5)
@@ -132,7 +134,10 @@ class Command(BaseCommand):
         rows = [
             _row("no head, scan", scan_scores(vectors[keep], keyed[keep], gallery, gallery_labels)),
             _row("head, scan", scan_scores(served, keyed[keep], served_gallery, gallery_labels)),
-            _row("head, index", lsh_scores(index, tuning.chosen.probes, served, keyed[keep], gallery_labels)),
+            _row(
+                "head, index",
+                lsh_scores(index, tuning.chosen.probes, served, keyed[keep], gallery_labels, min_candidates=FLOOR),
+            ),
             _row(
                 "head, scan + alpha-QE",
                 scan_scores(served, keyed[keep], served_gallery, gallery_labels, expansion=5),
@@ -160,7 +165,12 @@ class Command(BaseCommand):
             if name == "head":
                 index, tuning = tuned_index(gallery)
                 rows.append(
-                    _row("head, index", lsh_scores(index, tuning.chosen.probes, queries, views.labels[test], labels))
+                    _row(
+                        "head, index",
+                        lsh_scores(
+                            index, tuning.chosen.probes, queries, views.labels[test], labels, min_candidates=FLOOR
+                        ),
+                    )
                 )
                 rows.append(
                     _row(
