@@ -154,11 +154,13 @@ def lsh_scores(
     *,
     depth: int = 1000,
     min_candidates: int = 0,
+    top: list[np.ndarray] | None = None,
 ) -> Scores:
     """Through an LSH index: each query's candidates, re-ranked exactly; unreturned relevant items score 0.
 
     ``min_candidates`` doubles the probes of a query whose buckets hold fewer candidates, as a served search with
-    the index's default probes does (``SKETCHSEARCH_MIN_CANDIDATES``).
+    the index's default probes does (``SKETCHSEARCH_MIN_CANDIDATES``). ``top``, when given, receives each query's
+    first 10 returned gallery rows.
 
     Args:
         index: Fitted on the gallery (ids = gallery rows).
@@ -182,6 +184,8 @@ def lsh_scores(
             used = min(index.family.max_probes, max(1, 2 * used))
             result = index.query(vector, top_k=depth, probes=used)
         relevant = gallery_labels[result.ids] == label
+        if top is not None:
+            top.append(result.ids[:10])
         padded = np.zeros(max(depth, 10), dtype=bool)
         padded[: len(relevant)] = relevant
         total = max(int((gallery_labels == label).sum()), 1)
