@@ -173,3 +173,18 @@ def test_embedding_with_a_head_maps_the_stored_base_vectors_without_the_cnn(
     for image in collection.images.order_by("pk")[:4]:
         pixels = prepare_image(image.file.path, counting.input_size)
         assert np.allclose(stored[image.pk], wrapper.embed(pixels[np.newaxis])[0], atol=1e-5)
+
+
+def test_training_logs_one_line_per_epoch_and_refuses_to_overwrite(
+    tiny: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = StringIO()
+    arguments = {"collection": "tiny", "backbone": "tiny", "model": 1, "epochs": 3, "val_fraction": 0.0}
+    call_command("train_extractor", stdout=out, verbosity=1, **arguments)
+    logged = capsys.readouterr().out
+    assert logged.count("Epoch ") == 3
+    assert "\r" not in logged  # no per-step progress bar
+    assert "\b" not in logged
+    with pytest.raises(CommandError, match="exists"):
+        call_command("train_extractor", stdout=StringIO(), verbosity=0, **arguments)
+    call_command("train_extractor", stdout=StringIO(), verbosity=0, force=True, **arguments)

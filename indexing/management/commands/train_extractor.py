@@ -27,7 +27,7 @@ class Command(BaseCommand):
         parser.add_argument("--train-per-class", type=int, default=None, help="subset: first N train images per class")
         parser.add_argument("--test-per-class", type=int, default=None, help="subset: first N test images per class")
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--replace", action="store_true", help="overwrite an extractor of the same name")
+        parser.add_argument("--replace", "--force", action="store_true", help="overwrite an extractor of the same name")
 
     def handle(self, *args: Any, **options: Any) -> None:
         from indexing.services.training import TrainingError, extractor_train
@@ -48,7 +48,8 @@ class Command(BaseCommand):
                 test_per_class=options["test_per_class"],
                 replace=options["replace"],
                 seed=options["seed"],
-                verbose=2 if options["verbosity"] >= 2 else (1 if options["verbosity"] == 1 else 0),
+                # One line per epoch (Keras's verbose=2), never its per-step progress bar, which floods logs.
+                verbose=2 if options["verbosity"] >= 1 else 0,
             )
         except (TrainingError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
