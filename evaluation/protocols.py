@@ -178,11 +178,7 @@ def lsh_scores(
         raise ValueError("no query")
     aps, p10, hit1, candidates = [], [], [], []
     for vector, label in zip(queries, query_labels, strict=True):
-        used = probes
-        result = index.query(vector, top_k=depth, probes=used)
-        while result.candidates < min(min_candidates, index.size) and used < index.family.max_probes:
-            used = min(index.family.max_probes, max(1, 2 * used))
-            result = index.query(vector, top_k=depth, probes=used)
+        result = index.query(vector, top_k=depth, probes=probes, min_candidates=min_candidates)
         relevant = gallery_labels[result.ids] == label
         if top is not None:
             top.append(result.ids[:10])

@@ -107,8 +107,8 @@ def evaluation_inputs_resolve(
         raise EvaluationError(f"unknown extractor {extractor!r} (known: {known})")
     if not collections:
         raise EvaluationError("give at least one collection")
-    chosen = _collections_resolve(collections)
-    chosen_distractors = _collections_resolve(distractors)
+    chosen = collections_resolve(collections)
+    chosen_distractors = collections_resolve(distractors)
     overlap = {c.name for c in chosen} & {c.name for c in chosen_distractors}
     if overlap:
         raise EvaluationError(f"collection {', '.join(sorted(overlap))} is both evaluated and a distractor")
@@ -124,7 +124,7 @@ def evaluation_inputs_resolve(
     return found, chosen, chosen_distractors, lsh_index
 
 
-def _collections_resolve(names: Sequence[str | int]) -> list[Collection]:
+def collections_resolve(names: Sequence[str | int]) -> list[Collection]:
     result = []
     for name in names:
         lookup = {"pk": name} if isinstance(name, int) else {"name": name}

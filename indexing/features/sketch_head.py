@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +90,10 @@ class HeadRecipe:
     drawing_views: int = 0
     cuts: tuple[float, ...] = CUTS
     cut_weight: float = 0.5
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (stored in a head file's metadata and with an evaluation run)."""
+        return asdict(self) | {"hidden": list(self.hidden), "cuts": list(self.cuts)}
 
 
 @dataclass

@@ -226,7 +226,7 @@ class LshIndex:
         """Number of items whose vectors are attached for re-ranking."""
         return self._id_map.ids.shape[0]
 
-    def query(self, vector: np.ndarray, top_k: int = 10, probes: int = 0) -> QueryResult:
+    def query(self, vector: np.ndarray, top_k: int = 10, probes: int = 0, min_candidates: int = 0) -> QueryResult:
         """Approximate top-k: look up the query's buckets, re-rank their members exactly.
 
         Args:
@@ -234,6 +234,8 @@ class LshIndex:
             top_k: number of results, ``>= 1``; fewer when the buckets hold fewer items.
             probes: extra buckets per table (multi-probe); ``0`` is the paper's plain LSH, which
                 looks up exactly the ``num_tables`` home buckets.
+            min_candidates: probe further (:func:`probe_until`) while fewer distinct items than this
+                (at most the index's size) turned up; ``0`` looks up once.
 
         Returns:
             The :class:`QueryResult`. Ids the store returns but that were not fitted are skipped.
@@ -247,9 +249,8 @@ class LshIndex:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         query = _as_query(vector, self._matrix.shape[1])
-        keys = self.family.probe_keys(query, probes)  # (num_tables, 1 + probes)
-        tables = np.repeat(np.arange(keys.shape[0], dtype=np.int64), keys.shape[1])
-        hits = self.store.lookup(np.column_stack([tables, keys.ravel()]))
+        floor = min(min_candidates, self.size)
+        hits, used = probe_until(self.family, query, self.store.lookup, probes=probes, min_candidates=floor)
         rows = self._id_map.rows(np.unique(hits))
         top_rows, scores = rerank(self._matrix, rows, query, top_k)
         return QueryResult(
@@ -257,5 +258,5 @@ class LshIndex:
             scores=scores,
             candidates=int(rows.shape[0]),
             candidates_with_repeats=int(hits.shape[0]),
-            buckets_probed=int(keys.size),
+            buckets_probed=self.family.num_tables * (1 + used),
         )

@@ -6,8 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluation.management.commands._common import add_data_arguments, key_value_table, resolve, run_footer, with_x_scan
 from evaluation.management.commands._crossdomain import add_cross_domain_arguments, handle_cross_domain
-from evaluation.services import QUERY_CHOICES, EvaluationError, evaluation_run
-from indexing.models import Collection
+from evaluation.services import QUERY_CHOICES, EvaluationError, collections_resolve, evaluation_run
 
 
 def _split_queries(values: list[str]) -> tuple[str, list[str]]:
@@ -16,14 +15,6 @@ def _split_queries(values: list[str]) -> tuple[str, list[str]]:
     if len(selections) > 1:
         raise CommandError(f"--queries takes one of {', '.join(QUERY_CHOICES)}, got {', '.join(selections)}")
     return (selections[0] if selections else "all"), [v for v in values if v not in QUERY_CHOICES]
-
-
-def collections_resolve(names: list[str]) -> list[Collection]:
-    found = list(Collection.objects.filter(name__in=names))
-    missing = set(names) - {c.name for c in found}
-    if missing:
-        raise CommandError(f"no collection named {', '.join(sorted(missing))}")
-    return found
 
 
 class Command(BaseCommand):
@@ -77,6 +68,7 @@ class Command(BaseCommand):
             raise CommandError(f"the following arguments are required: {', '.join('--' + m for m in missing)}")
         extractor, collections, distractors, index = resolve(options)
         try:
+            query_collections = collections_resolve(query_names)
             run = evaluation_run(
                 extractor=extractor,
                 collections=collections,
@@ -85,7 +77,7 @@ class Command(BaseCommand):
                 scan=options["scan"],
                 queries=selection,
                 probes=options["probes"],
-                query_collections=collections_resolve(query_names),
+                query_collections=query_collections,
             )
         except EvaluationError as exc:
             raise CommandError(str(exc)) from exc

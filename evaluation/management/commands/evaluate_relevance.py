@@ -10,10 +10,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluation.models import EvaluationRun
 from evaluation.protocols import Scores, lsh_scores, scan_scores, tuned_index
-from evaluation.services import markdown_table
-from indexing.features.backbones import l2_normalize
+from evaluation.services import label_key, markdown_table
 from indexing.features.sketch_head import CUTS, FOLDS, RETRIEVAL_LAYER, HeadRecipe, TrainingSet, fit_sketch_head
-from indexing.features.training import predict_in_batches
+from indexing.features.training import head_embed
 from indexing.services.sketch_views import CACHE_DIR, SHARED_DATA, DataMissingError, folder_vectors, sketch_view_cache
 
 FLOOR = settings.SKETCHSEARCH_MIN_CANDIDATES  # "through the served default index": as a served search probes
@@ -79,7 +78,7 @@ class Command(BaseCommand):
                 results["within"] = self._within(views, tu, tu_test, options["photos"], cache, embed)
         run = EvaluationRun.objects.create(
             kind=EvaluationRun.Kind.RELEVANCE,
-            parameters={"recipe": recipe.__dict__ | {"hidden": list(recipe.hidden), "cuts": list(recipe.cuts)}},
+            parameters={"recipe": recipe.as_dict()},
             results=results | {"seconds": round(time.perf_counter() - started, 1)},
         )
         self.stdout.write(f"stored as evaluation run #{run.pk} (relevance)")
@@ -126,7 +125,8 @@ class Command(BaseCommand):
         vectors, labels = folder_vectors(
             folder, kind="sketch", cache=cache / "sketchy-vectors.npz", label_of=lambda p: p.parent.name
         )
-        keyed = np.array([label.replace("_", "-") for label in labels])
+        keyed = np.array([label_key(label) for label in labels])
+        gallery_labels = np.array([label_key(label) for label in gallery_labels])  # "wine_bottle" = "wine-bottle"
         keep = np.isin(keyed, gallery_labels)
         served_gallery = embed(gallery)
         index, tuning = tuned_index(served_gallery)
@@ -181,12 +181,7 @@ class Command(BaseCommand):
 
 
 def _embedder(head: Any) -> Any:
-    from indexing.features.heads import retrieval_model
-
-    model = retrieval_model(head, RETRIEVAL_LAYER)
-    return lambda x: l2_normalize(
-        predict_in_batches(lambda b: model(b, training=False), np.asarray(x, np.float32), 1024)
-    )
+    return lambda features: head_embed(head, features, RETRIEVAL_LAYER)
 
 
 def _row(name: str, scores: Scores) -> dict[str, Any]:

@@ -53,7 +53,7 @@ class Command(BaseCommand):
         seconds = time.perf_counter() - started
         meta = {
             "backbone": "mobilenet_v1",
-            "recipe": recipe.__dict__ | {"hidden": list(recipe.hidden), "cuts": list(recipe.cuts)},
+            "recipe": recipe.as_dict(),
             "hold_out_fold": fold,
             "train_rows": int(len(data.targets)),
             "tu_berlin_sketches": int(((views.source == "tu") & rows).sum()),
