@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import heapq
 import io
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import Any, ClassVar, Protocol, Self
@@ -42,6 +43,8 @@ from typing import Any, ClassVar, Protocol, Self
 import numpy as np
 
 __all__ = [
+    "FAMILIES",
+    "FamilySpec",
     "HashFamily",
     "PStableFamily",
     "SimHashFamily",
@@ -676,6 +679,31 @@ class PStableFamily(_ProjectionFamily):
         return encode_hash_values(values)
 
 
+@dataclass(frozen=True)
+class FamilySpec:
+    """A registered hash family: what model choices, the CLI, forms, the API, evaluation and plots read."""
+
+    cls: Any  # the family class: ``cls(dim, num_tables=, hashes_per_table=, seed=, center=, **params)``
+    label: str
+    marker: str  # its plot marker
+    max_hashes: int | None = None  # the largest K, where the key packing bounds it
+    params: tuple[str, ...] = ()  # the family's own parameters (keyword arguments beyond the common ones)
+
+
+# The single registry of LSH families: a new family is its class plus one line here.
+FAMILIES: dict[str, FamilySpec] = {
+    "real": FamilySpec(PStableFamily, "p-stable (real-valued)", "o", params=("w",)),
+    "binary": FamilySpec(SimHashFamily, "SimHash (binary)", "s", max_hashes=MAX_SIMHASH_BITS),
+}
+
+
+def _spec(family: str) -> FamilySpec:
+    spec = FAMILIES.get(family)
+    if spec is None:
+        raise ValueError(f"family must be one of {', '.join(repr(f) for f in FAMILIES)}, got {family!r}")
+    return spec
+
+
 def make_family(
     family: str,
     dim: int,
@@ -703,13 +731,13 @@ def make_family(
     Raises:
         ValueError: on an unknown family name or invalid parameters.
     """
-    if family == "real":
-        return PStableFamily(
-            dim, num_tables=num_tables, hashes_per_table=hashes_per_table, w=w, seed=seed, center=center
-        )
-    if family == "binary":
-        return SimHashFamily(dim, num_tables=num_tables, hashes_per_table=hashes_per_table, seed=seed, center=center)
-    raise ValueError(f"family must be 'real' or 'binary', got {family!r}")
+    spec = _spec(family)
+    params = {"w": w}
+    extra = {name: params[name] for name in spec.params}
+    family_obj: SimHashFamily | PStableFamily = spec.cls(
+        dim, num_tables=num_tables, hashes_per_table=hashes_per_table, seed=seed, center=center, **extra
+    )
+    return family_obj
 
 
 def family_from_table_params(
@@ -728,8 +756,5 @@ def family_from_table_params(
     Raises:
         ValueError: on an unknown family name or inconsistent parameters.
     """
-    if family == "real":
-        return PStableFamily.from_table_params(tables, center=center)
-    if family == "binary":
-        return SimHashFamily.from_table_params(tables, center=center)
-    raise ValueError(f"family must be 'real' or 'binary', got {family!r}")
+    rebuilt: SimHashFamily | PStableFamily = _spec(family).cls.from_table_params(tables, center=center)
+    return rebuilt
