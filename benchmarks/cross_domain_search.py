@@ -55,7 +55,7 @@ def main() -> int:
 
     from evaluation.crossdomain import cross_domain_metrics
     from indexing.models import Collection, Image, LSHIndex
-    from indexing.services.index import index_cache
+    from indexing.serving import index_cache
     from indexing.services.search import sketch_search
 
     index = (

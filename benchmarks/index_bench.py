@@ -212,7 +212,7 @@ def dump_real(path: str, extractor_name: str) -> int:
 
     django.setup()
     from indexing.models import Collection, Extractor, Feature, Image
-    from indexing.services.index import features_load
+    from indexing.selectors import features_load
 
     collections = {c.name: c for c in Collection.objects.filter(name__in=[SKETCHES, PHOTOS])}
     if missing := [name for name in (SKETCHES, PHOTOS) if name not in collections]:

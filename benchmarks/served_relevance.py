@@ -52,7 +52,7 @@ def main() -> None:
     from indexing.features.quickdraw import cut_strokes, read_folder
     from indexing.features.sketch_head import quickdraw_folds
     from indexing.models import Image
-    from indexing.services.index import index_get_default
+    from indexing.selectors import index_get_default
 
     index = index_get_default()
     if index is None:

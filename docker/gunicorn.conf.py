@@ -18,7 +18,7 @@ def post_fork(server: Any, worker: Any) -> None:
     import django
 
     django.setup()
-    from indexing.services.index import index_warm_up
+    from indexing.serving import index_warm_up
 
     try:
         index_warm_up()

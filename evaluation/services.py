@@ -52,7 +52,7 @@ from indexing.lsh.index import ExactIndex, LshIndex
 from indexing.lsh.scan import as_unit_float32, normalize
 from indexing.lsh.stats import bucket_stats
 from indexing.models import Collection, Extractor, Image, LSHIndex
-from indexing.services.index import FeatureMatrix, features_load, index_family
+from indexing.selectors import FeatureMatrix, features_load, index_family
 from indexing.stores import OrmBucketStore
 
 T = TypeVar("T")

@@ -43,7 +43,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
 
 def _first_run_example() -> dict[str, str]:
     """The names for the empty page's example commands: the default index's, else the demo's (make run builds it)."""
-    from indexing.services.index import index_get_default
+    from indexing.selectors import index_get_default
 
     index = index_get_default()
     if index is None:

@@ -8,7 +8,7 @@ from django.utils.safestring import SafeString
 
 from indexing.models import Collection, Extractor, Feature, HashTable, Image, Job, LSHIndex
 from indexing.services import jobs
-from indexing.services.index import index_get_active
+from indexing.selectors import index_get_active
 
 
 @admin.register(Collection)

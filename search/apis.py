@@ -36,7 +36,7 @@ from rest_framework.views import APIView, set_rollback
 
 from indexing.features.preprocess import ImageDecodeError
 from indexing.models import Collection, Image, LSHIndex
-from indexing.services.index import index_get_default
+from indexing.selectors import index_get_default
 from indexing.services.search import MAX_TOP_K, SearchError, SearchResult, sketch_search
 from search.uploads import QueryImageTooLarge, query_max_bytes, too_large_message
 

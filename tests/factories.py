@@ -46,10 +46,11 @@ class TinyBackbone:
 
 def use_tiny_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every Extractor row run the TinyBackbone (process-wide, so live-server threads see it too)."""
-    from indexing.services import extraction, index
+    from indexing import serving
+    from indexing.services import extraction
 
     monkeypatch.setattr(extraction, "extractor_backbone_load", lambda **_: TinyBackbone())
-    index.index_cache.clear()
+    serving.index_cache.clear()
 
 
 def make_indexed_collection(

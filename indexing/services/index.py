@@ -14,51 +14,11 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from indexing.lsh.autotune import DEFAULT_TARGET_RECALL, autotune
-from indexing.lsh.hashing import family_from_table_params, fit_center, make_family
+from indexing.lsh.hashing import fit_center, make_family
 from indexing.lsh.stats import BucketStats, bucket_stats
 from indexing.models import Bucket, BucketEntry, Collection, Extractor, Feature, HashTable, Image, LSHIndex
+from indexing.selectors import FeatureMatrix, ImageMeta, features_load, images_meta, index_family, index_get_active
 from indexing.stores import OrmBucketStore, bucket_entries_write, buckets_write
-
-
-@dataclass(frozen=True, eq=False)
-class FeatureMatrix:
-    """The vectors an index re-ranks against: rows aligned with ``image_ids`` (ascending)."""
-
-    image_ids: np.ndarray  # int64 (n,)
-    vectors: np.ndarray  # float32 (n, dim), L2-normalised
-    labels: np.ndarray  # str (n,): class label, "" for unlabelled photos
-    kinds: np.ndarray | None = None  # str (n,): the kind of each image's collection (Collection.Kind); None: unknown
-
-    def rows(self, ids: np.ndarray) -> np.ndarray:
-        """Row numbers of ``ids``; ids not in the matrix are dropped."""
-        positions = np.searchsorted(self.image_ids, ids)
-        positions = np.clip(positions, 0, max(len(self.image_ids) - 1, 0))
-        found = self.image_ids[positions] == ids if len(self.image_ids) else np.zeros(len(ids), dtype=bool)
-        return positions[found]
-
-
-def vector_to_bytes(vector: np.ndarray) -> bytes:
-    return np.asarray(vector, dtype="<f4").tobytes()
-
-
-def features_load(*, extractor: Extractor, collection_ids: list[int], split: str | None = None) -> FeatureMatrix:
-    """Load one extractor's vectors for the images of some collections, ordered by image id."""
-    queryset = Feature.objects.filter(extractor=extractor, image__collection_id__in=collection_ids)
-    if split is not None:
-        queryset = queryset.filter(image__split=split)
-    rows = list(
-        queryset.order_by("image_id").values_list("image_id", "vector", "image__label", "image__collection__kind")
-    )
-    dim = extractor.output_dim
-    vectors = np.empty((len(rows), dim), dtype=np.float32)
-    for position, (_, blob, _, _) in enumerate(rows):
-        vectors[position] = np.frombuffer(bytes(blob), dtype="<f4", count=dim)
-    return FeatureMatrix(
-        image_ids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
-        vectors=vectors,
-        labels=np.array([r[2] for r in rows], dtype=str) if rows else np.empty(0, dtype=str),
-        kinds=np.array([r[3] for r in rows], dtype=str) if rows else np.empty(0, dtype=str),
-    )
 
 
 @transaction.atomic
@@ -247,95 +207,3 @@ def bucket_stats_by_table(tables: np.ndarray, keys: np.ndarray, labels: np.ndarr
     # bucket_stats takes an (n, L) key matrix; a single column of globally unique bucket ids is equivalent.
     combined = np.unique(np.column_stack([tables, keys]), axis=0, return_inverse=True)[1].reshape(-1, 1)
     return bucket_stats(combined, labels)
-
-
-def index_family(index: LSHIndex) -> object:
-    tables = [bytes(t.params) for t in index.tables.order_by("number")]
-    center = np.frombuffer(bytes(index.center), dtype="<f4") if index.center is not None else None
-    return family_from_table_params(index.family, tables, center=center)
-
-
-@dataclass(frozen=True)
-class ImageMeta:
-    """What a search result shows of an image, cached with the index so answering needs no extra query."""
-
-    file: str
-    label: str
-    collection: str
-    split: str
-
-
-@dataclass(frozen=True, eq=False)
-class LoadedIndex:
-    """What a process keeps per index version: its hash family, bucket store, re-rank matrix, result metadata."""
-
-    index: LSHIndex
-    family: object
-    store: OrmBucketStore
-    matrix: FeatureMatrix
-    meta: dict[int, ImageMeta]
-
-
-def images_meta(collection_ids: list[int]) -> dict[int, ImageMeta]:
-    rows = Image.objects.filter(collection_id__in=collection_ids).values_list(
-        "pk", "file", "label", "collection__name", "split"
-    )
-    return {pk: ImageMeta(file, label, collection, split) for pk, file, label, collection, split in rows}
-
-
-class _IndexCache:
-    """Per-process cache of loaded index versions; a version is immutable once ready, so it never goes stale."""
-
-    def __init__(self, size: int = 2) -> None:
-        self._size = size
-        self._lock = threading.Lock()
-        self._loaded: dict[int, LoadedIndex] = {}
-
-    def get(self, index: LSHIndex) -> LoadedIndex:
-        with self._lock:
-            hit = self._loaded.get(index.pk)
-        if hit is not None:
-            return hit
-        collection_ids = list(index.collections.values_list("id", flat=True))
-        loaded = LoadedIndex(
-            index=index,
-            family=index_family(index),
-            store=OrmBucketStore(list(index.tables.order_by("number").values_list("id", flat=True))),
-            matrix=features_load(extractor=index.extractor, collection_ids=collection_ids),
-            meta=images_meta(collection_ids),
-        )
-        with self._lock:
-            self._loaded[index.pk] = loaded
-            while len(self._loaded) > self._size:  # drop the oldest version (dicts keep insertion order)
-                self._loaded.pop(next(iter(self._loaded)))
-        return loaded
-
-    def clear(self) -> None:
-        with self._lock:
-            self._loaded.clear()
-
-
-index_cache = _IndexCache()
-
-
-def index_get_active(*, name: str = "default") -> LSHIndex | None:
-    return LSHIndex.objects.select_related("extractor").filter(name=name, is_active=True).first()
-
-
-def index_get_default() -> LSHIndex | None:
-    """What a search that names no index searches: the active "default" index, else the newest active one."""
-    return (
-        index_get_active()
-        or LSHIndex.objects.select_related("extractor").filter(is_active=True).order_by("-created_at", "-pk").first()
-    )
-
-
-def index_warm_up(*, name: str = "default") -> LSHIndex | None:
-    """Load the active index and its extractor into this process (gunicorn post_fork, celery worker init)."""
-    from indexing.services.extraction import extractor_backbone
-
-    active = index_get_active(name=name)
-    if active is not None:
-        index_cache.get(active)
-        extractor_backbone(active.extractor)
-    return active

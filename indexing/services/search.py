@@ -14,7 +14,8 @@ from indexing.lsh.index import probe_until
 from indexing.lsh.scan import cosine_top_k, rerank
 from indexing.models import Collection, Feature, Image, LSHIndex
 from indexing.services.extraction import extractor_backbone
-from indexing.services.index import LoadedIndex, index_cache, index_get_default
+from indexing.selectors import index_get_default
+from indexing.serving import LoadedIndex, index_cache
 
 MAX_TOP_K = 500
 # An uploaded query's pixel cap (SKETCHSEARCH_QUERY_MAX_PIXELS): 4096 x 4096, above any phone photo's 12 MP, so the

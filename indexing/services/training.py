@@ -43,7 +43,7 @@ from indexing.features.training import (
 )
 from indexing.models import Collection, Extractor, Feature, Image
 from indexing.services import extraction
-from indexing.services.index import features_load
+from indexing.selectors import features_load
 
 EXTRACTORS_DIR = "extractors"  # under MEDIA_ROOT, where Extractor.weights_file points
 SKETCH_HEAD = "sketch"  # Extractor.head of the served sketch head (indexing.features.sketch_head)

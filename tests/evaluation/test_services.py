@@ -23,7 +23,8 @@ from evaluation.services import (
     lsh_sweep,
 )
 from indexing.models import Image
-from indexing.services.index import features_load, index_build
+from indexing.services.index import index_build
+from indexing.selectors import features_load
 from indexing.stores import OrmBucketStore
 from tests.evaluation.conftest import CLASSES, PER_CLASS, PHOTOS, TEST_PER_CLASS, Dataset
 
@@ -105,7 +106,7 @@ def test_stored_index_matches_its_bucket_rows(dataset: Dataset) -> None:
     run = evaluation_run(extractor=dataset.extractor, collections=[dataset.sketches], index=index)
     # The same numbers from the stored BucketEntry rows, query by query through OrmBucketStore.
     data = evaluation_data_load(extractor=dataset.extractor, collections=[dataset.sketches])
-    from indexing.services.index import index_family
+    from indexing.selectors import index_family
 
     family = index_family(index)
     store = OrmBucketStore(list(index.tables.order_by("number").values_list("id", flat=True)))

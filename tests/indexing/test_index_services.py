@@ -13,7 +13,9 @@ from indexing.lsh.index import LshIndex
 from indexing.lsh.stats import bucket_stats
 from indexing.models import Bucket, BucketEntry, Feature, HashTable, LSHIndex
 from indexing.services.extraction import collection_extract_features
-from indexing.services.index import features_load, index_build, index_cache, index_family, index_stats
+from indexing.services.index import index_build, index_stats
+from indexing.selectors import features_load, index_family
+from indexing.serving import index_cache
 from indexing.services.search import SearchError, query_vector, sketch_search
 from tests.conftest import sketch_png
 from tests.factories import make_image, make_indexed_collection, use_tiny_backbone

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from indexing.models import Collection, Extractor, LSHIndex
 from indexing.services.extraction import collection_extract_features
-from indexing.services.index import index_build, index_cache
+from indexing.services.index import index_build
+from indexing.serving import index_cache
 from tests.factories import make_collection, make_image, use_tiny_backbone
 
 install_tiny_backbone = use_tiny_backbone  # the API and browser tests' name for it

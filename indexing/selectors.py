@@ -1,0 +1,87 @@
+"""Reads of the indexing app (HackSoft's selectors): feature matrices, result metadata, index lookups."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexing.lsh.hashing import HashFamily, family_from_table_params
+from indexing.models import Extractor, Feature, Image, LSHIndex
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureMatrix:
+    """The vectors an index re-ranks against: rows aligned with ``image_ids`` (ascending)."""
+
+    image_ids: np.ndarray  # int64 (n,)
+    vectors: np.ndarray  # float32 (n, dim), L2-normalised
+    labels: np.ndarray  # str (n,): class label, "" for unlabelled photos
+    kinds: np.ndarray | None = None  # str (n,): the kind of each image's collection (Collection.Kind); None: unknown
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Row numbers of ``ids``; ids not in the matrix are dropped."""
+        positions = np.searchsorted(self.image_ids, ids)
+        positions = np.clip(positions, 0, max(len(self.image_ids) - 1, 0))
+        found = self.image_ids[positions] == ids if len(self.image_ids) else np.zeros(len(ids), dtype=bool)
+        return positions[found]
+
+
+def vector_to_bytes(vector: np.ndarray) -> bytes:
+    return np.asarray(vector, dtype="<f4").tobytes()
+
+
+def features_load(*, extractor: Extractor, collection_ids: list[int], split: str | None = None) -> FeatureMatrix:
+    """Load one extractor's vectors for the images of some collections, ordered by image id."""
+    queryset = Feature.objects.filter(extractor=extractor, image__collection_id__in=collection_ids)
+    if split is not None:
+        queryset = queryset.filter(image__split=split)
+    rows = list(
+        queryset.order_by("image_id").values_list("image_id", "vector", "image__label", "image__collection__kind")
+    )
+    dim = extractor.output_dim
+    vectors = np.empty((len(rows), dim), dtype=np.float32)
+    for position, (_, blob, _, _) in enumerate(rows):
+        vectors[position] = np.frombuffer(bytes(blob), dtype="<f4", count=dim)
+    return FeatureMatrix(
+        image_ids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+        vectors=vectors,
+        labels=np.array([r[2] for r in rows], dtype=str) if rows else np.empty(0, dtype=str),
+        kinds=np.array([r[3] for r in rows], dtype=str) if rows else np.empty(0, dtype=str),
+    )
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What a search result shows of an image, cached with the index so answering needs no extra query."""
+
+    file: str
+    label: str
+    collection: str
+    split: str
+
+
+def images_meta(collection_ids: list[int]) -> dict[int, ImageMeta]:
+    rows = Image.objects.filter(collection_id__in=collection_ids).values_list(
+        "pk", "file", "label", "collection__name", "split"
+    )
+    return {pk: ImageMeta(file, label, collection, split) for pk, file, label, collection, split in rows}
+
+
+def index_family(index: LSHIndex) -> HashFamily:
+    """The hash family of a stored index version, rebuilt from its tables' parameters."""
+    tables = [bytes(t.params) for t in index.tables.order_by("number")]
+    center = np.frombuffer(bytes(index.center), dtype="<f4") if index.center is not None else None
+    return family_from_table_params(index.family, tables, center=center)
+
+
+def index_get_active(*, name: str = "default") -> LSHIndex | None:
+    return LSHIndex.objects.select_related("extractor").filter(name=name, is_active=True).first()
+
+
+def index_get_default() -> LSHIndex | None:
+    """What a search that names no index searches: the active "default" index, else the newest active one."""
+    return (
+        index_get_active()
+        or LSHIndex.objects.select_related("extractor").filter(is_active=True).order_by("-created_at", "-pk").first()
+    )
