@@ -55,8 +55,8 @@ def main() -> int:
 
     from evaluation.crossdomain import cross_domain_metrics
     from indexing.models import Collection, Image, LSHIndex
-    from indexing.serving import index_cache
     from indexing.services.search import sketch_search
+    from indexing.serving import index_cache
 
     index = (
         LSHIndex.objects.select_related("extractor")

@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import heapq
 import io
-from dataclasses import dataclass
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any, ClassVar, Protocol, Self
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
@@ -16,9 +14,9 @@ from django.utils import timezone
 from indexing.lsh.autotune import DEFAULT_TARGET_RECALL, autotune
 from indexing.lsh.hashing import fit_center, make_family
 from indexing.lsh.stats import BucketStats, bucket_stats
-from indexing.models import Bucket, BucketEntry, Collection, Extractor, Feature, HashTable, Image, LSHIndex
-from indexing.selectors import FeatureMatrix, ImageMeta, features_load, images_meta, index_family, index_get_active
-from indexing.stores import OrmBucketStore, bucket_entries_write, buckets_write
+from indexing.models import Bucket, BucketEntry, Collection, Extractor, HashTable, LSHIndex
+from indexing.selectors import features_load, index_get_active
+from indexing.stores import bucket_entries_write, buckets_write
 
 
 @transaction.atomic

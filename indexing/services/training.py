@@ -42,8 +42,8 @@ from indexing.features.training import (
     whole_trunk,
 )
 from indexing.models import Collection, Extractor, Feature, Image
-from indexing.services import extraction
 from indexing.selectors import features_load
+from indexing.services import extraction
 
 EXTRACTORS_DIR = "extractors"  # under MEDIA_ROOT, where Extractor.weights_file points
 SKETCH_HEAD = "sketch"  # Extractor.head of the served sketch head (indexing.features.sketch_head)

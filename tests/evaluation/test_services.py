@@ -23,8 +23,8 @@ from evaluation.services import (
     lsh_sweep,
 )
 from indexing.models import Image
-from indexing.services.index import index_build
 from indexing.selectors import features_load
+from indexing.services.index import index_build
 from indexing.stores import OrmBucketStore
 from tests.evaluation.conftest import CLASSES, PER_CLASS, PHOTOS, TEST_PER_CLASS, Dataset
 

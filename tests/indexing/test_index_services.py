@@ -12,11 +12,11 @@ from indexing.lsh.hashing import make_family
 from indexing.lsh.index import LshIndex
 from indexing.lsh.stats import bucket_stats
 from indexing.models import Bucket, BucketEntry, Feature, HashTable, LSHIndex
+from indexing.selectors import features_load, index_family
 from indexing.services.extraction import collection_extract_features
 from indexing.services.index import index_build, index_stats
-from indexing.selectors import features_load, index_family
-from indexing.serving import index_cache
 from indexing.services.search import SearchError, query_vector, sketch_search
+from indexing.serving import index_cache
 from tests.conftest import sketch_png
 from tests.factories import make_image, make_indexed_collection, use_tiny_backbone
 

@@ -7,10 +7,10 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from indexing.features.backbones import DEFAULT_BACKBONE
 from indexing.models import Collection
+from indexing.selectors import index_get_active
 from indexing.services.extraction import collection_extract_features, extractor_get_or_create
 from indexing.services.importer import collection_import
 from indexing.services.index import index_build
-from indexing.selectors import index_get_active
 from indexing.services.training import sketch_extractor_get_or_create
 
 DEMO_NAME = "demo"
