@@ -55,6 +55,7 @@ def main() -> int:
 
     from evaluation.crossdomain import cross_domain_metrics
     from indexing.models import Collection, Image, LSHIndex
+    from indexing.selectors import features_load
     from indexing.services.search import sketch_search
     from indexing.serving import index_cache
 
@@ -71,7 +72,7 @@ def main() -> int:
     if not unseen:
         print(f"note: extractor {extractor.name} records no held-out classes; every class counts as seen")
     loaded = index_cache.get(index)
-    matrix = loaded.matrix
+    matrix = features_load(extractor=extractor, collection_ids=list(index.collections.values_list("id", flat=True)))
     sketch_collection = Collection.objects.get(name=args.sketches)
     photo_collection = Collection.objects.get(name=args.photos)
 
@@ -125,9 +126,7 @@ def main() -> int:
             sims = np.full((len(items), len(gallery_rows)), -np.inf, dtype=np.float32)
             scored = 0
             for i, vector in enumerate(q_vectors):
-                keys = loaded.family.probe_keys(vector, p)  # type: ignore[attr-defined]
-                tables = np.repeat(np.arange(keys.shape[0], dtype=np.int64), keys.shape[1])
-                found = np.unique(loaded.store.lookup(np.column_stack([tables, keys.ravel()])))
+                found = loaded.lsh.candidates(vector, p).ids
                 scored += len(found)
                 hits = [position[int(pk)] for pk in found if int(pk) in position]
                 sims[i, hits] = gallery_vectors[hits] @ vector

@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from evaluation.models import EvaluationRun
 from evaluation.services import FAMILIES, QUERY_CHOICES, RUN_KINDS, EvaluationError, evaluation_queue, run_headline
 from indexing.services.jobs import QueueError
-from search.apis import MAX_ROW_ID, ErrorSerializer, JsonErrorsMixin
+from sketchsite.api import MAX_ROW_ID, ErrorSerializer, JsonErrorsMixin
 
 
 class EvaluationRunSerializer(serializers.Serializer):

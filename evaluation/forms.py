@@ -8,7 +8,7 @@ from evaluation.grid import parse_grid, parse_int_list
 from evaluation.models import EvaluationRun
 from evaluation.services import FAMILIES, QUERY_CHOICES, RUN_KINDS
 from indexing.models import Collection, Extractor
-from search.apis import MAX_ROW_ID
+from sketchsite.api import MAX_ROW_ID
 
 
 class QueueRunForm(forms.Form):

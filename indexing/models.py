@@ -132,6 +132,8 @@ class LSHIndex(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.BUILDING)
     is_active = models.BooleanField(default=False)
     item_count = models.PositiveIntegerField(default=0)
+    # The newest IndexAddition when the build read its features: its activation replays the later ones.
+    additions_seen = models.BigIntegerField(default=0)
     build_seconds = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     built_at = models.DateTimeField(null=True, blank=True)
@@ -195,8 +197,8 @@ class Bucket(models.Model):
     BucketEntry holds the same (table, key, image) triples one per row (the index as written, bucket statistics);
     a search reads a few hundred buckets holding tens of thousands of ids, and one index probe returning one row
     per bucket costs PostgreSQL far less than one index tuple per id (measured at 1M images, 656 buckets and
-    ~13k ids: 5 ms instead of 10 ms). Written by index_build next to the entries, never updated in place: an
-    index version is immutable once ready.
+    ~13k ids: 5 ms instead of 10 ms). Written by index_build next to the entries; an image added after the build
+    is appended to its buckets' rows (indexing.services.updates) in the transaction that records its IndexAddition.
     """
 
     pk = models.CompositePrimaryKey("table_id", "key")
@@ -209,6 +211,27 @@ class Bucket(models.Model):
 
     def __str__(self) -> str:
         return f"bucket {self.key} of table {self.table_id} ({self.size} images)"
+
+
+class IndexAddition(models.Model):
+    """An image hashed into an index version after the version was built (imported, uploaded or re-embedded).
+
+    Its buckets were appended to in the same transaction; a serving process reads the additions it has not seen
+    (``id`` greater than the last it read) before each search, so the image is searchable on the next query
+    everywhere, without a rebuild. A rebuild starts from the Feature rows and replays the additions written while
+    it ran (indexing.services.updates).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    index = models.ForeignKey(LSHIndex, on_delete=models.CASCADE, related_name="additions")
+    image = models.ForeignKey(Image, on_delete=models.CASCADE, related_name="index_additions")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["index", "id"], name="indexaddition_index_id")]
+
+    def __str__(self) -> str:
+        return f"image {self.image_id} added to index {self.index_id}"
 
 
 class Job(models.Model):

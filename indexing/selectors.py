@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexing.lsh.hashing import HashFamily, family_from_table_params
-from indexing.models import Extractor, Feature, Image, LSHIndex
+from indexing.models import Extractor, Feature, Image, IndexAddition, LSHIndex
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,3 +85,46 @@ def index_get_default() -> LSHIndex | None:
         index_get_active()
         or LSHIndex.objects.select_related("extractor").filter(is_active=True).order_by("-created_at", "-pk").first()
     )
+
+
+def additions_read(
+    *, index_id: int, extractor: Extractor, after: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int] | None:
+    """The images added to a version after IndexAddition ``after``: ``(ids, vectors, labels, kinds, last id)``.
+
+    None when there are none (the common case: one probe of the (index, id) B-tree). An image added twice comes
+    back once per addition, in order; its Feature row holds its current vector.
+    """
+    rows = list(
+        IndexAddition.objects.filter(index_id=index_id, id__gt=after)
+        .order_by("id")
+        .values_list("id", "image_id", "image__label", "image__collection__kind")
+    )
+    if not rows:
+        return None
+    ids = np.array([r[1] for r in rows], dtype=np.int64)
+    found, vectors = features_read(extractor=extractor, image_ids=ids)
+    dim = extractor.output_dim
+    keep = np.isin(ids, found)  # an image deleted since it was added has no Feature any more
+    position = {int(i): p for p, i in enumerate(found.tolist())}
+    ordered = np.array([position[int(i)] for i in ids[keep]], dtype=np.int64)
+    return (
+        ids[keep],
+        vectors[ordered] if ordered.size else np.empty((0, dim), dtype=np.float32),
+        np.array([r[2] for r, k in zip(rows, keep, strict=True) if k], dtype=str),
+        np.array([r[3] for r, k in zip(rows, keep, strict=True) if k], dtype=str),
+        int(rows[-1][0]),
+    )
+
+
+def features_read(*, extractor: Extractor, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The stored vectors of ``image_ids`` (those that have one), as (ids ascending, (m, dim) float32)."""
+    rows = list(
+        Feature.objects.filter(extractor=extractor, image_id__in=[int(i) for i in np.unique(image_ids)])
+        .order_by("image_id")
+        .values_list("image_id", "vector")
+    )
+    vectors = np.empty((len(rows), extractor.output_dim), dtype=np.float32)
+    for position, (_, blob) in enumerate(rows):
+        vectors[position] = np.frombuffer(bytes(blob), dtype="<f4", count=extractor.output_dim)
+    return np.array([r[0] for r in rows], dtype=np.int64), vectors

@@ -1,29 +1,162 @@
-"""The per-process serving state: each index version loaded once per process, and the warm-up at process start."""
+"""The per-process serving state of index versions: what a web or worker process holds to answer searches.
+
+Per version a process keeps its hash family and bucket store (an :class:`~indexing.lsh.index.LshIndex` over the
+ORM store), the version's vector folder mapped read-only (:mod:`indexing.lsh.vectorfile`: the pages are shared by
+every process of the machine, not copied into each) and the images added since the build (:class:`Additions`,
+read from IndexAddition rows before each search). Result metadata is not kept here: a search reads it for its
+top k only (indexing.services.search).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import shutil
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from indexing.lsh.hashing import HashFamily
+import numpy as np
+from django.conf import settings
+
+from indexing.lsh.codes import SignCodes
+from indexing.lsh.index import LshIndex
+from indexing.lsh.vectorfile import VectorFile, vector_file_open, vector_file_write
 from indexing.models import LSHIndex
-from indexing.selectors import FeatureMatrix, ImageMeta, features_load, images_meta, index_family, index_get_active
+from indexing.selectors import FeatureMatrix, additions_read, features_load, index_family, index_get_active
 from indexing.stores import OrmBucketStore
 
+logger = logging.getLogger(__name__)
 
-@dataclass(frozen=True, eq=False)
+
+def vector_folder(index: LSHIndex) -> Path:
+    """The folder of a version's vectors: named by its id and creation time (ids can be reused by a test database)."""
+    stamp = hashlib.sha1(f"{index.pk}:{index.created_at.isoformat()}".encode()).hexdigest()[:10]
+    return Path(settings.SKETCHSEARCH_VECTOR_DIR) / f"index-{index.pk}-{stamp}"
+
+
+def vector_file_build(index: LSHIndex, *, matrix: FeatureMatrix | None = None) -> VectorFile:
+    """Write a version's vector folder from its Feature rows (or from the matrix the build already loaded)."""
+    if matrix is None:
+        collection_ids = list(index.collections.values_list("id", flat=True))
+        matrix = features_load(extractor=index.extractor, collection_ids=collection_ids)
+    center = np.frombuffer(bytes(index.center), dtype="<f4") if index.center is not None else None
+    coder = SignCodes.draw(matrix.vectors.shape[1], seed=int(index.seed), center=center)
+    kinds = matrix.kinds if matrix.kinds is not None else np.full(matrix.image_ids.shape[0], "", dtype=str)
+    return vector_file_write(
+        vector_folder(index),
+        ids=matrix.image_ids,
+        vectors=matrix.vectors,
+        labels=matrix.labels.tolist(),
+        kinds=kinds.tolist(),
+        coder=coder,
+    )
+
+
+def vector_file_get(index: LSHIndex) -> VectorFile:
+    """The version's mapped vectors; written from the Feature rows first when the folder is missing or unreadable."""
+    folder = vector_folder(index)
+    try:
+        return vector_file_open(folder)
+    except (FileNotFoundError, ValueError) as error:
+        if folder.exists():
+            logger.warning("rewriting the vector folder of index %s: %s", index.pk, error)
+            shutil.rmtree(folder, ignore_errors=True)
+        return vector_file_build(index)
+
+
+@dataclass(eq=False)
+class Additions:
+    """The images hashed into a version after its build, as this process last read them (newest vector wins)."""
+
+    ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # ascending
+    vectors: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.float32))
+    codes: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.uint64))
+    labels: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=str))
+    kinds: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=str))
+    last_id: int = 0  # the newest IndexAddition read
+
+    @classmethod
+    def empty(cls, dim: int, words: int) -> Additions:
+        """No additions, shaped for vectors of ``dim`` and codes of ``words``."""
+        return cls(vectors=np.empty((0, dim), dtype=np.float32), codes=np.empty((0, words), dtype=np.uint64))
+
+    @property
+    def size(self) -> int:
+        """Number of images added (each once)."""
+        return int(self.ids.shape[0])
+
+    def merged(
+        self, ids: np.ndarray, vectors: np.ndarray, codes: np.ndarray, labels: np.ndarray, kinds: np.ndarray, last: int
+    ) -> Additions:
+        """These additions with newer rows: a re-added image keeps only its newest vector."""
+        if self.size == 0:
+            all_ids, all_vectors, all_codes, all_labels, all_kinds = ids, vectors, codes, labels, kinds
+        else:
+            all_ids = np.concatenate([self.ids, ids])
+            all_vectors = np.concatenate([self.vectors, vectors])
+            all_codes = np.concatenate([self.codes, codes])
+            all_labels = np.concatenate([self.labels, labels])
+            all_kinds = np.concatenate([self.kinds, kinds])
+        # np.unique keeps the first of equal ids: look at the rows newest first.
+        reverse = np.arange(all_ids.shape[0])[::-1]
+        _, first = np.unique(all_ids[reverse], return_index=True)
+        keep = reverse[first]  # ascending by id
+        return Additions(all_ids[keep], all_vectors[keep], all_codes[keep], all_labels[keep], all_kinds[keep], last)
+
+    def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, found)`` as :meth:`VectorFile.rows`."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.size == 0:
+            return np.empty(0, dtype=np.int64), np.zeros(ids.shape[0], dtype=bool)
+        positions = np.minimum(np.searchsorted(self.ids, ids), self.size - 1)
+        found = self.ids[positions] == ids
+        return positions[found].astype(np.int64), found
+
+
+@dataclass(eq=False)
 class LoadedIndex:
-    """What a process keeps per index version: its hash family, bucket store, re-rank matrix, result metadata."""
+    """What a process keeps per index version: the core index over the ORM store, the mapped vectors, additions."""
 
     index: LSHIndex
-    family: HashFamily
-    store: OrmBucketStore
-    matrix: FeatureMatrix
-    meta: dict[int, ImageMeta]
+    lsh: LshIndex
+    vectors: VectorFile
+    additions: Additions = field(default_factory=Additions)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def size(self) -> int:
+        """Images this version answers with: the built ones and those added since (not counting re-embeds twice)."""
+        _, in_file = self.vectors.rows(self.additions.ids)
+        return self.vectors.size + int((~in_file).sum())
+
+    def refresh(self) -> Additions:
+        """Read the additions this process has not seen yet (one indexed query, usually returning nothing)."""
+        current = self.additions
+        rows = additions_read(index_id=self.index.pk, extractor=self.index.extractor, after=current.last_id)
+        if rows is None:
+            return current
+        ids, vectors, labels, kinds, last = rows
+        with self._lock:
+            if self.additions.last_id >= last:  # another thread read them meanwhile
+                return self.additions
+            fresh = self.additions.merged(ids, vectors, self.vectors.coder.encode(vectors), labels, kinds, last)
+            self.additions = fresh
+        return fresh
+
+
+def index_load(index: LSHIndex) -> LoadedIndex:
+    """Load a version for serving: its family and tables from the database, its vectors mapped from disk."""
+    store = OrmBucketStore(list(index.tables.order_by("number").values_list("id", flat=True)))
+    vectors = vector_file_get(index)
+    lsh = LshIndex(index_family(index), store)
+    loaded = LoadedIndex(index, lsh, vectors, Additions.empty(vectors.dim, vectors.coder.words))
+    loaded.refresh()
+    return loaded
 
 
 class _IndexCache:
-    """Per-process cache of loaded index versions; a version is immutable once ready, so it never goes stale."""
+    """Per-process cache of loaded index versions (the two newest: a flip serves the old one until it is done)."""
 
     def __init__(self, size: int = 2) -> None:
         self._size = size
@@ -35,14 +168,7 @@ class _IndexCache:
             hit = self._loaded.get(index.pk)
         if hit is not None:
             return hit
-        collection_ids = list(index.collections.values_list("id", flat=True))
-        loaded = LoadedIndex(
-            index=index,
-            family=index_family(index),
-            store=OrmBucketStore(list(index.tables.order_by("number").values_list("id", flat=True))),
-            matrix=features_load(extractor=index.extractor, collection_ids=collection_ids),
-            meta=images_meta(collection_ids),
-        )
+        loaded = index_load(index)
         with self._lock:
             self._loaded[index.pk] = loaded
             while len(self._loaded) > self._size:  # drop the oldest version (dicts keep insertion order)

@@ -1,8 +1,6 @@
 """The search API (DRF): thin views that validate, call one service or query, and serialise (STYLE.md G5).
 
-Every view answers errors as JSON ``{"error": "<message>"}`` (plus ``"fields"`` for validation errors) through
-``json_exception_handler``, which the views install themselves; settings may register it globally with
-``REST_FRAMEWORK["EXCEPTION_HANDLER"] = "search.apis.json_exception_handler"``.
+Errors are JSON with a message, by sketchsite.api's handler (shared with the evaluation API).
 """
 
 from __future__ import annotations
@@ -13,123 +11,33 @@ import math
 import re
 from typing import Any
 
-from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.files.uploadedfile import UploadedFile
-from django.db import InterfaceError, OperationalError, connection
 from django.db.models import Count, Q, QuerySet
-from django.http import Http404
 from drf_spectacular.utils import (
     OpenApiExample,
     extend_schema,
     extend_schema_field,
     extend_schema_serializer,
-    inline_serializer,
 )
 from rest_framework import exceptions, serializers, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
-from rest_framework.views import APIView, set_rollback
+from rest_framework.views import APIView
 
-from indexing.features.preprocess import ImageDecodeError
 from indexing.models import Collection, Image, LSHIndex
 from indexing.selectors import index_get_default
-from indexing.services.search import MAX_TOP_K, SearchError, SearchResult, sketch_search
-from search.uploads import QueryImageTooLarge, query_max_bytes, too_large_message
+from indexing.services.images import InvalidImageError, image_create
+from indexing.services.search import MAX_TOP_K, SearchResult, sketch_search
+from search.uploads import query_max_bytes, too_large_message
+from sketchsite.api import MAX_ROW_ID, ErrorSerializer, JsonErrorsMixin, PayloadTooLarge, ServiceUnavailable
 
 DEFAULT_TOP_K = 24
 MAX_PROBES = 16
-MAX_ROW_ID = 2**63 - 1  # the largest id a database row can have (BIGINT): larger ones get a 400, not a 500
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,")
-
-
-class PayloadTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "the query image is too large"
-    default_code = "too_large"
-
-
-class ServiceUnavailable(exceptions.APIException):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_detail = "the search is not available"
-    default_code = "unavailable"
-
-
-def _first_message(detail: Any) -> str:
-    """The first human message inside a DRF error detail (str, list or dict, nested)."""
-    if isinstance(detail, dict):
-        for key, value in detail.items():
-            message = _first_message(value)
-            return message if key == "non_field_errors" else f"{key}: {message}"
-        return "invalid input"
-    if isinstance(detail, list):
-        return _first_message(detail[0]) if detail else "invalid input"
-    return str(detail)
-
-
-def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF exception handler: every error is JSON ``{"error": message}``; validation errors add ``"fields"``.
-
-    A query the search cannot answer (SearchError) or an image that cannot be decoded (ImageDecodeError)
-    is the client's input, so 400; a body over Django's DATA_UPLOAD_MAX_MEMORY_SIZE is 413. Anything
-    else returns None, and Django answers 500 as for any bug.
-    """
-    if isinstance(exc, SearchError | ImageDecodeError):
-        return _error_response(str(exc), status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, OperationalError | InterfaceError):
-        # The database is down or restarting: a transient server state, not a bug. The next request reconnects
-        # (CONN_HEALTH_CHECKS), so say so instead of answering 500.
-        connection.close_if_unusable_or_obsolete()
-        return _error_response(
-            "the database is unavailable, try again in a moment", status.HTTP_503_SERVICE_UNAVAILABLE
-        )
-    if isinstance(exc, QueryImageTooLarge):  # a multipart upload over the limit (search.uploads)
-        return _error_response(str(exc), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
-    if isinstance(exc, RequestDataTooBig):  # a body over DATA_UPLOAD_MAX_MEMORY_SIZE, refused by Django unread
-        what = f"the request body is over {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"
-        return _error_response(too_large_message(what, query_max_bytes()), status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
-    if isinstance(exc, Http404):
-        exc = exceptions.NotFound(*exc.args)
-    elif isinstance(exc, PermissionDenied):
-        exc = exceptions.PermissionDenied(*exc.args)
-    if not isinstance(exc, exceptions.APIException):
-        return None
-    headers = {}
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = str(exc.auth_header)  # type: ignore[attr-defined]
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = f"{int(exc.wait)}"  # type: ignore[attr-defined]
-    data: dict[str, Any] = {"error": _first_message(exc.detail)}
-    if isinstance(exc, exceptions.ValidationError) and isinstance(exc.detail, dict):
-        data["fields"] = exc.detail
-    set_rollback()
-    return Response(data, status=exc.status_code, headers=headers)
-
-
-def _error_response(message: str, code: int) -> Response:
-    set_rollback()
-    return Response({"error": message}, status=code)
-
-
-class JsonErrorsMixin:
-    """Install json_exception_handler on a view, whatever REST_FRAMEWORK's EXCEPTION_HANDLER says."""
-
-    def get_exception_handler(self) -> Any:
-        return json_exception_handler
-
-
-# "fields" is also a Serializer attribute, so the schema's error shape is declared inline.
-ErrorSerializer = inline_serializer(
-    name="Error",
-    fields={
-        "error": serializers.CharField(),
-        "fields": serializers.DictField(required=False, help_text="per-field messages, for invalid input"),
-    },
-)
 
 
 @extend_schema_field(
@@ -401,6 +309,59 @@ class CollectionListApi(JsonErrorsMixin, APIView):
         return Response(self.OutputSerializer(_collection_list(), many=True).data)
 
 
+class ImageCreateApi(JsonErrorsMixin, APIView):
+    """POST /api/images/ (staff): add one image to a collection; it is searchable as soon as this answers."""
+
+    permission_classes = [IsAdminUser]
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        file = UploadField(help_text="the image file")
+        collection = serializers.CharField(help_text="the collection's name")
+        label = serializers.CharField(  # type: ignore[assignment]
+            required=False, allow_blank=True, default="", max_length=100
+        )
+        split = serializers.ChoiceField(choices=Image.Split.choices, default=Image.Split.TRAIN)
+
+    @extend_schema_serializer(component_name="ImageCreated")
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField(source="image.pk")
+        url = serializers.CharField(source="image.file.url")
+        label = serializers.CharField(source="image.label")  # type: ignore[assignment]
+        split = serializers.CharField(source="image.split")
+        collection = serializers.CharField(source="image.collection.name")
+        created = serializers.BooleanField(help_text="false: the collection already held these bytes")
+        embedded_by = serializers.ListField(
+            child=serializers.CharField(), help_text="extractors of the active indexes it was added to"
+        )
+
+    @extend_schema(
+        operation_id="image_create",
+        request={"multipart/form-data": InputSerializer},
+        responses={201: OutputSerializer, 200: OutputSerializer, 400: ErrorSerializer, 403: ErrorSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        collection = Collection.objects.filter(name=data["collection"]).first()
+        if collection is None:
+            raise exceptions.ValidationError({"collection": [f"unknown collection {data['collection']!r}"]})
+        upload: UploadedFile = data["file"]
+        try:
+            created = image_create(
+                collection=collection,
+                data=upload.read(),
+                name=upload.name or "",
+                label=data["label"],
+                split=data["split"],
+            )
+        except InvalidImageError as error:
+            raise exceptions.ValidationError({"file": [str(error)]}) from error
+        code = status.HTTP_201_CREATED if created.created else status.HTTP_200_OK
+        return Response(self.OutputSerializer(created).data, status=code)
+
+
 class ImageDetailApi(JsonErrorsMixin, APIView):
     """GET /api/images/<id>/: one stored image."""
 
@@ -427,8 +388,8 @@ class ImageDetailApi(JsonErrorsMixin, APIView):
 
 __all__ = [
     "CollectionListApi",
+    "ImageCreateApi",
     "ImageDetailApi",
     "IndexListApi",
     "SketchSearchApi",
-    "json_exception_handler",
 ]

@@ -168,7 +168,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticatedOrReadOnly"],
-    "EXCEPTION_HANDLER": "search.apis.json_exception_handler",  # every API error is JSON with a message
+    "EXCEPTION_HANDLER": "sketchsite.api.json_exception_handler",  # every API error is JSON with a message
     "DEFAULT_THROTTLE_RATES": {"search": env.str("SEARCH_THROTTLE_RATE", default="600/minute")},
 }
 SPECTACULAR_SETTINGS = {
@@ -203,6 +203,14 @@ SKETCHSEARCH_QUERY_MAX_PIXELS: int = env.int("SKETCHSEARCH_QUERY_MAX_PIXELS", de
 SKETCHSEARCH_RETIRED_INDEX_GRACE_SECONDS: int = env.int("SKETCHSEARCH_RETIRED_INDEX_GRACE_SECONDS", default=60)
 # A search with the index's default probes probes further while its buckets hold fewer distinct images than this.
 SKETCHSEARCH_MIN_CANDIDATES: int = env.int("SKETCHSEARCH_MIN_CANDIDATES", default=100)
+# Where each index version's vectors are written at build time and memory-mapped by every process (a cache of the
+# Feature rows: a missing folder is written again from them). Give each machine a local disk here.
+SKETCHSEARCH_VECTOR_DIR = Path(env.str("SKETCHSEARCH_VECTOR_DIR", default=str(VAR_DIR / "vectors")))
+# Candidates re-ranked exactly by cosine; more than this are first cut down by the Hamming distance of their codes.
+SKETCHSEARCH_RERANK_CANDIDATES: int = env.int("SKETCHSEARCH_RERANK_CANDIDATES", default=400)
+# /api/indexes/ and the admin say a version should be rebuilt once it holds this many times the images its
+# parameters were chosen for.
+SKETCHSEARCH_REBUILD_GROWTH: float = env.float("SKETCHSEARCH_REBUILD_GROWTH", default=4.0)
 # A 5 MB image as a base64 data URL in a JSON body is ~6.7 MB: let it reach the API's own size check (413).
 DATA_UPLOAD_MAX_MEMORY_SIZE = SKETCHSEARCH_QUERY_MAX_BYTES * 3 // 2
 # Query images are never written to disk: Django's default handlers spill uploads over 2.5 MB to a temporary

@@ -18,6 +18,7 @@ DEMO_DATA = Path(__file__).resolve().parents[1] / "data" / "demo"
 def _media_root(settings: Settings, tmp_path: Path) -> None:
     # Every test writes its files into its own folder, never into var/media.
     settings.MEDIA_ROOT = tmp_path / "media"
+    settings.SKETCHSEARCH_VECTOR_DIR = tmp_path / "vectors"
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from indexing.lsh.hashing import HashFamily
 from indexing.lsh.scan import as_unit_float32, cosine_top_k, normalize, rerank
 from indexing.lsh.store import BucketStore, InMemoryBucketStore
 
-__all__ = ["ExactIndex", "LshIndex", "QueryResult", "probe_until"]
+__all__ = ["Candidates", "ExactIndex", "LshIndex", "QueryResult", "probe_until"]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing NumPy fields with == is ambiguous
@@ -38,6 +38,23 @@ class QueryResult:
     candidates: int
     candidates_with_repeats: int
     buckets_probed: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """What the buckets of one query hold, before any re-rank.
+
+    Attributes:
+        ids: int64 distinct item ids, ascending.
+        with_repeats: the probed buckets' total size (an item in several buckets counts once per bucket).
+        probes: the extra buckets per table the last lookup used.
+        buckets_probed: ``(table, key)`` buckets looked up by the last lookup.
+    """
+
+    ids: np.ndarray
+    with_repeats: int
+    probes: int
+    buckets_probed: int
 
 
 def _as_ids(ids: np.ndarray | None, count: int) -> np.ndarray:
@@ -226,6 +243,37 @@ class LshIndex:
         """Number of items whose vectors are attached for re-ranking."""
         return self._id_map.ids.shape[0]
 
+    def candidates(
+        self,
+        vector: np.ndarray,
+        probes: int = 0,
+        min_candidates: int = 0,
+        *,
+        lookup: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> Candidates:
+        """The ids in a query's buckets (no re-rank): what a served search filters and re-ranks itself.
+
+        Args:
+            vector: query ``(dim,)``, already normalised.
+            probes: extra buckets per table (multi-probe); ``0`` looks up the ``num_tables`` home buckets.
+            min_candidates: probe further (:func:`probe_until`) while fewer distinct ids than this turned up.
+            lookup: stands in for ``store.lookup`` (a caller timing the lookups wraps it); the store's by default.
+
+        Raises:
+            ValueError: on negative ``probes``.
+        """
+        if probes < 0:
+            raise ValueError(f"probes must be >= 0, got {probes}")
+        hits, used = probe_until(
+            self.family, vector, lookup or self.store.lookup, probes=probes, min_candidates=min_candidates
+        )
+        return Candidates(
+            ids=np.unique(hits),
+            with_repeats=int(hits.shape[0]),
+            probes=used,
+            buckets_probed=self.family.num_tables * (1 + used),
+        )
+
     def query(self, vector: np.ndarray, top_k: int = 10, probes: int = 0, min_candidates: int = 0) -> QueryResult:
         """Approximate top-k: look up the query's buckets, re-rank their members exactly.
 
@@ -249,14 +297,13 @@ class LshIndex:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         query = _as_query(vector, self._matrix.shape[1])
-        floor = min(min_candidates, self.size)
-        hits, used = probe_until(self.family, query, self.store.lookup, probes=probes, min_candidates=floor)
-        rows = self._id_map.rows(np.unique(hits))
+        found = self.candidates(query, probes, min(min_candidates, self.size))
+        rows = self._id_map.rows(found.ids)
         top_rows, scores = rerank(self._matrix, rows, query, top_k)
         return QueryResult(
             ids=self._id_map.ids[top_rows],
             scores=scores,
             candidates=int(rows.shape[0]),
-            candidates_with_repeats=int(hits.shape[0]),
-            buckets_probed=self.family.num_tables * (1 + used),
+            candidates_with_repeats=found.with_repeats,
+            buckets_probed=found.buckets_probed,
         )

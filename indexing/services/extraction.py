@@ -15,6 +15,7 @@ from indexing.features.crossdomain import JointBackbone
 from indexing.features.pipeline import ImageKind, embed_images
 from indexing.features.preprocess import DEFAULT_SKETCH_DILATE
 from indexing.models import Collection, Extractor, Feature, Image
+from indexing.services.updates import index_images_add
 
 CHUNK_SIZE = 64
 
@@ -111,6 +112,7 @@ def features_upsert(*, extractor: Extractor, image_ids: np.ndarray, vectors: np.
         Feature.objects.bulk_create(
             rows, update_conflicts=True, unique_fields=["image", "extractor"], update_fields=["vector"]
         )
+        index_images_add(extractor=extractor, image_ids=np.asarray(image_ids), vectors=np.asarray(vectors))
     return len(rows)
 
 

@@ -117,7 +117,7 @@ def assign_splits(files: list[SourceFile], test_per_class: int) -> dict[Path, st
     return splits
 
 
-def _check_image(data: bytes) -> tuple[int, int] | str:
+def check_image(data: bytes) -> tuple[int, int] | str:
     """Return the image's (width, height), or why the bytes are not a readable image."""
     if not data:
         return "empty file"
@@ -168,7 +168,7 @@ def collection_import(
     for item, data, error in _read(files):
         if progress:
             progress(1)
-        checked = _check_image(data) if data is not None else (error or "unreadable")
+        checked = check_image(data) if data is not None else (error or "unreadable")
         if isinstance(checked, str):
             report.skipped.append((item.relative, checked))
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import timedelta
 
@@ -16,6 +17,8 @@ from indexing.lsh.hashing import fit_center, make_family
 from indexing.lsh.stats import BucketStats, bucket_stats
 from indexing.models import Bucket, BucketEntry, Collection, Extractor, HashTable, LSHIndex
 from indexing.selectors import features_load, index_get_active
+from indexing.services.updates import additions_marker, additions_replay
+from indexing.serving import vector_file_build, vector_folder
 from indexing.stores import bucket_entries_write, buckets_write
 
 
@@ -31,6 +34,7 @@ def index_activate(*, index: LSHIndex) -> LSHIndex:
         raise ValueError(f"index {index.pk} is {index.status}, only a ready index can be activated")
     # Lock the name's rows (evaluated: a lazy queryset would lock nothing) so concurrent flips serialise.
     list(LSHIndex.objects.select_for_update().filter(name=index.name).values_list("pk", flat=True))
+    additions_replay(index=index)  # images added to the name while this version was built
     previous = list(LSHIndex.objects.filter(name=index.name, is_active=True).exclude(pk=index.pk))
     now = timezone.now()
     LSHIndex.objects.filter(pk__in=[p.pk for p in previous]).update(
@@ -50,10 +54,12 @@ def index_activate(*, index: LSHIndex) -> LSHIndex:
 
 
 def index_delete(*, index: LSHIndex) -> None:
-    # One DELETE per bucket table (neither has dependants, so Django issues each directly).
+    """Delete a version: its bucket rows (one DELETE per table), its row and this machine's vector folder."""
     BucketEntry.objects.filter(table__index=index).delete()
     Bucket.objects.filter(table__index=index).delete()
+    folder = vector_folder(index)
     index.delete()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def index_build(
@@ -79,6 +85,7 @@ def index_build(
     with the index and are what a search that names none uses.
     """
     started = time.perf_counter()
+    seen = additions_marker()  # before the features are read: later additions are replayed at the activation
     matrix = features_load(extractor=extractor, collection_ids=[c.pk for c in collections])
     if matrix.image_ids.shape[0] == 0:
         names = ", ".join(c.name for c in collections)
@@ -124,6 +131,7 @@ def index_build(
             probes=probes,
             tuning=tuning,
             item_count=int(matrix.image_ids.shape[0]),
+            additions_seen=seen,
         )
         index.collections.set(collections)
         tables = HashTable.objects.bulk_create(
@@ -147,6 +155,7 @@ def index_build(
         command = "ANALYZE" if connection.in_atomic_block else "VACUUM (ANALYZE)"
         with connection.cursor() as cursor:
             cursor.execute(f"{command} {BucketEntry._meta.db_table}, {Bucket._meta.db_table}")
+    vector_file_build(index, matrix=matrix)  # the vectors every process of this machine maps
     index.status = LSHIndex.Status.READY
     index.built_at = timezone.now()
     index.build_seconds = time.perf_counter() - started

@@ -1,17 +1,23 @@
-"""One search: decode + preprocess + embed the sketch, hash, ONE SQL candidate query, exact re-rank."""
+"""One search: decode + preprocess + embed the sketch, hash, ONE SQL candidate query, Hamming cut, exact re-rank.
+
+The service resolves the index and embeds the query; the core (:meth:`indexing.lsh.index.LshIndex.candidates`)
+looks up its buckets; the service filters the candidates (label, domain, the query image itself), cuts them down
+to ``SKETCHSEARCH_RERANK_CANDIDATES`` by the Hamming distance of their sign codes, re-ranks those by exact cosine
+on the version's mapped vectors (and on the images added since its build) and reads the metadata of the top k.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
 
 from indexing.features.preprocess import QUERY_DECODE_SIDE, is_blank, load_image, preprocess_sketch
-from indexing.lsh.index import probe_until
-from indexing.lsh.scan import cosine_top_k, rerank
+from indexing.lsh.codes import shortlist
 from indexing.models import Collection, Feature, Image, LSHIndex
 from indexing.selectors import index_get_default
 from indexing.services.extraction import extractor_backbone
@@ -99,6 +105,19 @@ def _resolve_index(index: LSHIndex | int | None) -> LSHIndex:
 
 
 PREDICTIONS = 5
+SCAN_BLOCK = 65536  # rows scored per matrix product by an exact scan
+
+
+def _stored_vector(loaded: LoadedIndex, image_id: int) -> np.ndarray | None:
+    """A stored image's vector: added since the build, in the version's file, or its Feature row."""
+    rows, _ = loaded.additions.rows(np.array([image_id], dtype=np.int64))
+    if rows.shape[0]:
+        return np.asarray(loaded.additions.vectors[rows[0]])
+    rows, _ = loaded.vectors.rows(np.array([image_id], dtype=np.int64))
+    if rows.shape[0]:
+        return np.asarray(loaded.vectors.vectors[rows[0]])
+    feature = Feature.objects.filter(image_id=image_id, extractor=loaded.index.extractor).first()
+    return None if feature is None else np.frombuffer(bytes(feature.vector), dtype="<f4")
 
 
 def query_vector(
@@ -111,12 +130,9 @@ def query_vector(
 ) -> np.ndarray:
     """The query's L2-normalised vector: an uploaded sketch is embedded; a stored image reuses its vector."""
     if image_id is not None:
-        row = loaded.matrix.rows(np.array([image_id], dtype=np.int64))
-        if len(row):
-            return loaded.matrix.vectors[row[0]]
-        feature = Feature.objects.filter(image_id=image_id, extractor=loaded.index.extractor).first()
-        if feature is not None:
-            return np.frombuffer(bytes(feature.vector), dtype="<f4")
+        stored_vector = _stored_vector(loaded, image_id)
+        if stored_vector is not None:
+            return stored_vector
         stored = Image.objects.filter(pk=image_id).first()
         if stored is None:
             raise SearchError(f"unknown image {image_id}")
@@ -141,6 +157,12 @@ def query_vector(
     pixels = preprocess_sketch(decoded, backbone.input_size)
     if clock:
         clock.lap("preprocess")
+    return _embed(loaded, backbone, pixels, clock, predictions)
+
+
+def _embed(
+    loaded: LoadedIndex, backbone: Any, pixels: np.ndarray, clock: _Clock | None, predictions: list[Prediction] | None
+) -> np.ndarray:
     classes = (loaded.index.extractor.details or {}).get("classes")
     if predictions is not None and classes and hasattr(backbone, "embed_and_classify"):
         vectors, probabilities = backbone.embed_and_classify(pixels[np.newaxis])
@@ -152,7 +174,107 @@ def query_vector(
         vector = backbone.embed(pixels[np.newaxis])[0]
     if clock:
         clock.lap("embed")
-    return vector
+    return np.asarray(vector, dtype=np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class _Pool:
+    """Candidates split by where their vectors are: rows of the version's file, rows of the additions."""
+
+    file_rows: np.ndarray
+    added_rows: np.ndarray
+
+    @property
+    def size(self) -> int:
+        return int(self.file_rows.shape[0] + self.added_rows.shape[0])
+
+    def take(self, keep_file: np.ndarray, keep_added: np.ndarray) -> _Pool:
+        return _Pool(self.file_rows[keep_file], self.added_rows[keep_added])
+
+
+def _pool_of(loaded: LoadedIndex, ids: np.ndarray | None) -> _Pool:
+    """The candidates ``ids`` (None: every image of the version); an added image's newest vector wins."""
+    additions = loaded.additions
+    if ids is None:
+        _, replaced = loaded.vectors.rows(additions.ids)
+        file_rows = np.arange(loaded.vectors.size, dtype=np.int64)
+        if replaced.any():
+            stale, _ = loaded.vectors.rows(additions.ids[replaced])
+            file_rows = np.setdiff1d(file_rows, stale, assume_unique=True)
+        return _Pool(file_rows, np.arange(additions.size, dtype=np.int64))
+    added_rows, added = additions.rows(ids)
+    file_rows, _ = loaded.vectors.rows(ids[~added])
+    return _Pool(file_rows, added_rows)
+
+
+def _filtered(loaded: LoadedIndex, pool: _Pool, *, label: str | None, kind: str | None, exclude: int | None) -> _Pool:
+    """The candidates of one label, of one collection kind, and without the query image itself."""
+    stored, additions = loaded.vectors, loaded.additions
+    keep_file = np.ones(pool.file_rows.shape[0], dtype=bool)
+    keep_added = np.ones(pool.added_rows.shape[0], dtype=bool)
+    if label:
+        keep_file &= stored.labels[pool.file_rows] == stored.label_code(label)
+        keep_added &= additions.labels[pool.added_rows] == label
+    if kind is not None:
+        keep_file &= stored.kinds[pool.file_rows] == stored.kind_code(kind)
+        keep_added &= additions.kinds[pool.added_rows] == kind
+    if exclude is not None:
+        keep_file &= stored.ids[pool.file_rows] != exclude
+        keep_added &= additions.ids[pool.added_rows] != exclude
+    return pool.take(keep_file, keep_added)
+
+
+def _hamming_cut(loaded: LoadedIndex, pool: _Pool, vector: np.ndarray, keep: int) -> _Pool:
+    """The ``keep`` candidates whose sign codes are nearest the query's (all of them if there are fewer)."""
+    if pool.size <= keep:
+        return pool
+    query_code = loaded.vectors.coder.encode(vector[np.newaxis])[0]
+    codes = np.concatenate([loaded.vectors.codes[pool.file_rows], loaded.additions.codes[pool.added_rows]])
+    chosen = shortlist(codes, query_code, keep)
+    split = pool.file_rows.shape[0]
+    return _Pool(pool.file_rows[chosen[chosen < split]], pool.added_rows[chosen[chosen >= split] - split])
+
+
+def _ranked(loaded: LoadedIndex, pool: _Pool, vector: np.ndarray, *, scan: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, scores)`` of the pool by exact cosine, best first (ties by id)."""
+    stored, additions = loaded.vectors, loaded.additions
+    if scan:  # every row: one pass over the mapped matrix in blocks, without gathering it
+        every = np.empty(stored.size, dtype=np.float32)
+        for start in range(0, stored.size, SCAN_BLOCK):
+            every[start : start + SCAN_BLOCK] = stored.vectors[start : start + SCAN_BLOCK] @ vector
+        file_scores = every[pool.file_rows]
+    else:
+        file_scores = stored.vectors[pool.file_rows] @ vector
+    ids = np.concatenate([stored.ids[pool.file_rows], additions.ids[pool.added_rows]])
+    scores = np.concatenate([file_scores, additions.vectors[pool.added_rows] @ vector]).astype(np.float32)
+    order = np.lexsort((ids, -scores))
+    return ids[order], scores[order]
+
+
+def _hydrated(ids: np.ndarray, scores: np.ndarray, top_k: int) -> list[SearchHit]:
+    """The top ``top_k`` hits with their metadata, read for them only; an image deleted since is skipped."""
+    hits: list[SearchHit] = []
+    start = 0
+    while len(hits) < top_k and start < ids.shape[0]:
+        batch = ids[start : start + 2 * top_k].tolist()
+        rows = Image.objects.filter(pk__in=batch).values_list("pk", "file", "label", "collection__name", "split")
+        meta = {pk: (file, label, collection, split) for pk, file, label, collection, split in rows}
+        for hit_id, score in zip(batch, scores[start : start + len(batch)].tolist(), strict=True):
+            if hit_id in meta and len(hits) < top_k:
+                file, label, collection, split = meta[hit_id]
+                url = default_storage.url(file)
+                hits.append(SearchHit(hit_id, url, label, float(score), collection, split))
+        start += len(batch)
+    return hits
+
+
+def _check(*, domain: str | None, top_k: int, probes: int | None) -> None:
+    if domain not in DOMAINS:
+        raise SearchError(f"domain must be one of {', '.join(d for d in DOMAINS if d)}, got {domain!r}")
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise SearchError(f"k must be between 1 and {MAX_TOP_K}, got {top_k}")
+    if probes is not None and probes < 0:
+        raise SearchError(f"probes must be >= 0, got {probes}")
 
 
 def sketch_search(
@@ -166,90 +288,49 @@ def sketch_search(
     scan: bool = False,
     domain: str | None = None,
 ) -> SearchResult:
-    """Search the index (or scan its whole matrix) with a sketch or a stored image; best hits first.
+    """Search the index (or scan all its images) with a sketch or a stored image; best hits first.
 
-    ``probes`` left out is the index's own (tuned when it was built, ``LSHIndex.probes``).
-
-    ``domain`` keeps only images of ``"sketch"`` collections or of ``"photo"`` collections (by the collection's kind;
-    images of "mixed" collections match neither); ``"both"`` or ``None`` keeps everything.
+    ``probes`` left out is the index's own (tuned when it was built, ``LSHIndex.probes``), and a query whose
+    buckets then hold fewer than ``SKETCHSEARCH_MIN_CANDIDATES`` images probes further; explicit probes are taken
+    as given. ``domain`` keeps only images of ``"sketch"`` collections or of ``"photo"`` collections (by the
+    collection's kind; images of "mixed" collections match neither); ``"both"`` or ``None`` keeps everything.
     """
-    if domain not in DOMAINS:
-        raise SearchError(f"domain must be one of {', '.join(d for d in DOMAINS if d)}, got {domain!r}")
-    if not 1 <= top_k <= MAX_TOP_K:
-        raise SearchError(f"k must be between 1 and {MAX_TOP_K}, got {top_k}")
-    if probes is not None and probes < 0:
-        raise SearchError(f"probes must be >= 0, got {probes}")
+    _check(domain=domain, top_k=top_k, probes=probes)
     clock = _Clock()
     resolved = _resolve_index(index)
-    probes_default = probes is None
-    if probes is None:
-        probes = resolved.probes
     loaded = index_cache.get(resolved)
-    matrix = loaded.matrix
+    loaded.refresh()
     clock.lap("load")
     predictions: list[Prediction] = []
     vector = query_vector(loaded=loaded, image=image, image_id=image_id, clock=clock, predictions=predictions)
-    n = matrix.image_ids.shape[0]
+    n = loaded.size
     if scan:
-        rows = np.arange(n)
-        with_repeats = n
+        pool, with_repeats, used = _pool_of(loaded, None), n, resolved.probes if probes is None else probes
     else:
-        # A search that names no probes takes the index's tuned ones and, for a query whose buckets are nearly
-        # empty, as many more as bring MIN_CANDIDATES (measured on Quick, Draw! drawings against the demo:
-        # README "Relevance"); explicit probes are taken as given.
-        floor = min(settings.SKETCHSEARCH_MIN_CANDIDATES, n) if probes_default else 0
 
         def timed_lookup(pairs: np.ndarray) -> np.ndarray:
             clock.lap("hash")  # the probe keys of this round were just computed
-            found = loaded.store.lookup(pairs)
+            found = loaded.lsh.store.lookup(pairs)
             clock.lap("sql")
             return found
 
-        hits, probes = probe_until(
-            loaded.family,  # type: ignore[arg-type]
-            vector,
-            timed_lookup,
-            probes=probes,
-            min_candidates=floor,
-        )
-        rows = matrix.rows(np.unique(hits))
-        with_repeats = int(hits.shape[0])
-    candidates = int(rows.shape[0])
-    if label:
-        rows = rows[matrix.labels[rows] == label]
-    wanted_kind = DOMAINS[domain]
-    if wanted_kind is not None:
-        if matrix.kinds is None:
-            raise SearchError("this index has no collection kinds loaded: cannot filter by domain")
-        rows = rows[matrix.kinds[rows] == wanted_kind]
-    if image_id is not None:
-        rows = rows[matrix.image_ids[rows] != image_id]  # query by example: do not return the query itself
-    if scan and not label and wanted_kind is None and image_id is None:
-        top_rows_2d, scores_2d = cosine_top_k(matrix.vectors, vector[np.newaxis], min(top_k, n))
-        top_rows, scores = top_rows_2d[0], scores_2d[0]
-    else:
-        top_rows, scores = rerank(matrix.vectors, rows, vector, top_k)
+        floor = min(settings.SKETCHSEARCH_MIN_CANDIDATES, n) if probes is None else 0
+        start = resolved.probes if probes is None else probes
+        found = loaded.lsh.candidates(vector, start, floor, lookup=timed_lookup)
+        pool, with_repeats, used = _pool_of(loaded, found.ids), found.with_repeats, found.probes
+    candidates = pool.size
+    pool = _filtered(loaded, pool, label=label, kind=DOMAINS[domain], exclude=image_id)
+    if not scan:
+        pool = _hamming_cut(loaded, pool, vector, settings.SKETCHSEARCH_RERANK_CANDIDATES)
+    ids, scores = _ranked(loaded, pool, vector, scan=scan)
     clock.lap("rerank")
-    hits_out = []
-    for hit_id, score in zip(matrix.image_ids[top_rows].tolist(), scores.tolist(), strict=True):
-        meta = loaded.meta.get(hit_id)
-        if meta is not None:  # an image deleted after the index was built is not shown
-            hits_out.append(
-                SearchHit(
-                    image_id=hit_id,
-                    url=default_storage.url(meta.file),
-                    label=meta.label,
-                    score=score,
-                    collection=meta.collection,
-                    split=meta.split,
-                )
-            )
+    hits = _hydrated(ids, scores, top_k)
     clock.lap("fetch")
     return SearchResult(
-        hits=hits_out,
+        hits=hits,
         index=resolved,
         scan=scan,
-        probes=probes,
+        probes=used,
         collection_size=n,
         candidates=candidates,
         candidates_with_repeats=with_repeats,

@@ -128,3 +128,31 @@ def test_ids_in_the_store_but_not_fitted_are_skipped() -> None:
     assert result.candidates == 200  # every bucket probed, only the fitted items scored
     assert result.candidates_with_repeats == 2 * 300
     assert set(result.ids.tolist()) <= set(range(200))
+
+
+def test_candidates_are_the_distinct_ids_of_the_probed_buckets() -> None:
+    rng = np.random.default_rng(7)
+    vectors = normalize(rng.standard_normal((300, 16)).astype(np.float32))
+    family = make_family("binary", 16, num_tables=5, hashes_per_table=6, seed=1)
+    index = LshIndex(family).fit(vectors, ids=np.arange(300) + 1000)
+    query = vectors[4]
+    found = index.candidates(query, probes=3)
+    keys = family.probe_keys(query, 3)
+    oracle = set()
+    repeats = 0
+    for table in range(5):
+        for key in keys[table]:
+            members = index.store.lookup(np.array([[table, key]]))
+            repeats += members.shape[0]
+            oracle |= set(members.tolist())
+    assert found.ids.tolist() == sorted(oracle)
+    assert found.with_repeats == repeats
+    assert found.probes == 3
+    assert found.buckets_probed == 5 * 4
+    result = index.query(query, top_k=5, probes=3)
+    assert result.candidates == found.ids.shape[0]
+    assert result.ids[0] == 1004
+    more = index.candidates(query, probes=0, min_candidates=250)
+    assert more.ids.shape[0] >= 250 or more.probes == family.max_probes
+    with pytest.raises(ValueError, match="probes"):
+        index.candidates(query, probes=-1)

@@ -11,7 +11,7 @@ def test_lsh_core_imports_neither_django_nor_tensorflow() -> None:
     script = (
         "import sys\n"
         "import indexing.lsh, indexing.lsh.hashing, indexing.lsh.index, indexing.lsh.scan\n"
-        "import indexing.lsh.stats, indexing.lsh.store\n"
+        "import indexing.lsh.stats, indexing.lsh.store, indexing.lsh.codes, indexing.lsh.vectorfile\n"
         "print(sorted({'django', 'tensorflow', 'keras', 'celery', 'rest_framework'} & set(sys.modules)))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO_ROOT)

@@ -1,0 +1,165 @@
+"""One index version's vectors on disk, memory-mapped read-only by every process that serves it.
+
+A web or worker process that loaded the whole feature matrix into its own memory held 4 KB per image per process
+(12 GB at a million images, twice during a flip). The vectors of a version never change once it is built, so the
+builder writes them once to a folder of ``.npy`` files and each process maps them: the pages live in the kernel's
+page cache, shared by all the processes of a machine, and a search touches only its candidates' rows. The folder
+is a cache: the database's Feature rows stay the source of truth and a missing folder is written again from them.
+
+Layout (all ``.npy``, rows aligned, ids ascending): ``ids`` int64 ``(n,)``; ``vectors`` float32 ``(n, dim)``,
+L2-normalised; ``codes`` uint64 ``(n, words)`` sign codes (:mod:`indexing.lsh.codes`) with their ``projections``
+(and ``center``); ``labels`` int32 ``(n,)`` and ``kinds`` int8 ``(n,)``, positions in ``meta.json``'s
+``label_names`` and ``kind_names`` (the filters of a search).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from indexing.lsh.codes import SignCodes
+
+__all__ = ["FORMAT", "VectorFile", "vector_file_open", "vector_file_write"]
+
+FORMAT = 1
+_CHUNK = 65536
+
+
+@dataclass(frozen=True, eq=False)
+class VectorFile:
+    """A mapped version folder (see the module docstring)."""
+
+    path: Path
+    ids: np.ndarray
+    vectors: np.ndarray
+    codes: np.ndarray
+    coder: SignCodes
+    labels: np.ndarray
+    kinds: np.ndarray
+    label_names: list[str]
+    kind_names: list[str]
+
+    @property
+    def size(self) -> int:
+        """Number of rows."""
+        return int(self.ids.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Dimensionality of the vectors."""
+        return int(self.vectors.shape[1])
+
+    def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, found)``: the rows of the ``ids`` held here, and a mask of which ``ids`` those were."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.size == 0:
+            return np.empty(0, dtype=np.int64), np.zeros(ids.shape[0], dtype=bool)
+        positions = np.minimum(np.searchsorted(self.ids, ids), self.size - 1)
+        found = self.ids[positions] == ids
+        return positions[found].astype(np.int64), found
+
+    def label_code(self, label: str) -> int:
+        """The code of ``label`` in ``labels`` (-1: no image here has it)."""
+        return self.label_names.index(label) if label in self.label_names else -1
+
+    def kind_code(self, kind: str) -> int:
+        """The code of a collection kind in ``kinds`` (-1: none here)."""
+        return self.kind_names.index(kind) if kind in self.kind_names else -1
+
+
+def _codes(names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    vocabulary, inverse = np.unique(np.asarray(names, dtype=str), return_inverse=True)
+    return inverse.astype(np.int32), [str(v) for v in vocabulary]
+
+
+def vector_file_write(
+    path: str | Path,
+    *,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    labels: Sequence[str],
+    kinds: Sequence[str],
+    coder: SignCodes,
+) -> VectorFile:
+    """Write a version folder atomically (a temporary folder renamed into place) and map it.
+
+    ``ids`` must be ascending and distinct, ``vectors`` L2-normalised (they are stored as given).
+
+    Raises:
+        ValueError: on misaligned inputs or unsorted ids.
+    """
+    path = Path(path)
+    ids = np.asarray(ids, dtype=np.int64)
+    n = ids.shape[0]
+    if np.asarray(vectors).shape[0] != n or len(labels) != n or len(kinds) != n:
+        raise ValueError("ids, vectors, labels and kinds must have the same length")
+    if n > 1 and np.any(np.diff(ids) <= 0):
+        raise ValueError("ids must be ascending and distinct")
+    if np.asarray(vectors).shape[1:] != (coder.projections.shape[1],):
+        raise ValueError(f"vectors must have shape (n, {coder.projections.shape[1]})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        np.save(staging / "ids.npy", ids)
+        stored = np.lib.format.open_memmap(staging / "vectors.npy", mode="w+", dtype=np.float32, shape=(n, coder.dim))
+        codes = np.lib.format.open_memmap(staging / "codes.npy", mode="w+", dtype=np.uint64, shape=(n, coder.words))
+        for start in range(0, n, _CHUNK):
+            block = np.asarray(vectors[start : start + _CHUNK], dtype=np.float32)
+            stored[start : start + block.shape[0]] = block
+            codes[start : start + block.shape[0]] = coder.encode(block)
+        stored.flush()
+        codes.flush()
+        del stored, codes
+        np.save(staging / "projections.npy", coder.projections)
+        if coder.center is not None:
+            np.save(staging / "center.npy", coder.center)
+        label_codes, label_names = _codes(labels)
+        kind_codes, kind_names = _codes(kinds)
+        np.save(staging / "labels.npy", label_codes)
+        np.save(staging / "kinds.npy", kind_codes.astype(np.int8))
+        meta = {"format": FORMAT, "count": int(n), "label_names": label_names, "kind_names": kind_names}
+        (staging / "meta.json").write_text(json.dumps(meta))
+        if path.exists():  # a folder written by another process meanwhile: the same rows, keep theirs
+            shutil.rmtree(staging)
+        else:
+            os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return vector_file_open(path)
+
+
+def vector_file_open(path: str | Path) -> VectorFile:
+    """Map a version folder read-only.
+
+    Raises:
+        FileNotFoundError: when the folder (or one of its files) is missing.
+        ValueError: when it was written in another format or its files disagree.
+    """
+    path = Path(path)
+    meta = json.loads((path / "meta.json").read_text())
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: vector file format {meta.get('format')}, expected {FORMAT}")
+    center_path = path / "center.npy"
+    coder = SignCodes(np.load(path / "projections.npy"), np.load(center_path) if center_path.exists() else None)
+    loaded = VectorFile(
+        path=path,
+        ids=np.load(path / "ids.npy", mmap_mode="r"),
+        vectors=np.load(path / "vectors.npy", mmap_mode="r"),
+        codes=np.load(path / "codes.npy", mmap_mode="r"),
+        coder=coder,
+        labels=np.load(path / "labels.npy", mmap_mode="r"),
+        kinds=np.load(path / "kinds.npy", mmap_mode="r"),
+        label_names=list(meta["label_names"]),
+        kind_names=list(meta["kind_names"]),
+    )
+    if not (loaded.ids.shape[0] == loaded.vectors.shape[0] == loaded.codes.shape[0] == meta["count"]):
+        raise ValueError(f"{path}: its files hold different numbers of rows")
+    return loaded

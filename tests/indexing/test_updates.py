@@ -1,0 +1,198 @@
+"""Incremental updates: images written after a build are searchable at once, deleted ones gone at once."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import numpy as np
+import pytest
+from django.db import connection
+from pytest_django.fixtures import Settings
+
+from indexing.lsh.codes import shortlist
+from indexing.models import Bucket, BucketEntry, Feature, Image, IndexAddition, LSHIndex
+from indexing.selectors import features_load
+from indexing.services.extraction import collection_extract_features, features_upsert
+from indexing.services.index import index_activate, index_build
+from indexing.services.search import query_vector, sketch_search
+from indexing.services.updates import version_images_add
+from indexing.serving import index_cache, vector_folder
+from tests.conftest import sketch_png
+from tests.factories import make_image, make_indexed_collection, use_tiny_backbone
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_tiny_backbone(monkeypatch)
+
+
+def _bucket_ids(index: LSHIndex) -> list[int]:
+    packed = b"".join(bytes(b.ids) for b in Bucket.objects.filter(table__index=index))
+    return np.frombuffer(packed, dtype=">i8").tolist()
+
+
+def test_a_new_image_is_searchable_without_a_rebuild() -> None:
+    collection, extractor, index = make_indexed_collection()
+    sketch_search(image=sketch_png(1), top_k=5)  # the version is loaded in this process before the image exists
+    image = make_image(collection, seed=9001, label="new")
+    collection_extract_features(collection=collection, extractor=extractor)
+    assert IndexAddition.objects.filter(index=index, image=image).count() == 1
+    assert BucketEntry.objects.filter(table__index=index, image=image).count() == index.num_tables
+    assert _bucket_ids(index).count(image.pk) == index.num_tables
+    result = sketch_search(image=sketch_png(9001), top_k=5)
+    assert result.hits[0].image_id == image.pk
+    assert result.hits[0].label == "new"
+    assert result.hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert result.collection_size == 25
+    scan = sketch_search(image=sketch_png(9001), top_k=5, scan=True)
+    assert scan.hits[0].image_id == image.pk
+    assert [h.image_id for h in sketch_search(image_id=image.pk, top_k=3, scan=True).hits] == [
+        h.image_id for h in scan.hits[1:4]
+    ]
+
+
+def test_a_re_embedded_image_is_searched_with_its_new_vector() -> None:
+    _, extractor, index = make_indexed_collection()
+    target = Image.objects.order_by("pk")[3]
+    sketch_search(image=sketch_png(1), top_k=5)
+    new_vector = features_load(extractor=extractor, collection_ids=[target.collection_id]).vectors[20]
+    features_upsert(extractor=extractor, image_ids=np.array([target.pk]), vectors=new_vector[np.newaxis])
+    twin = Image.objects.order_by("pk")[20]
+    hits = sketch_search(image_id=twin.pk, top_k=2, scan=True).hits
+    assert hits[0].image_id == target.pk
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert sketch_search(image_id=twin.pk, top_k=2, probes=50).hits[0].image_id == target.pk
+
+
+def test_a_deleted_image_disappears_at_once() -> None:
+    _, _, index = make_indexed_collection()
+    first = sketch_search(image=sketch_png(2), top_k=5)
+    gone = first.hits[0].image_id
+    Image.objects.filter(pk=gone).delete()
+    after = sketch_search(image=sketch_png(2), top_k=5)
+    assert gone not in [h.image_id for h in after.hits]
+    assert [h.image_id for h in after.hits[:4]] == [h.image_id for h in first.hits[1:5]]
+    assert gone not in [h.image_id for h in sketch_search(image=sketch_png(2), top_k=5, scan=True).hits]
+
+
+def test_an_image_added_during_a_build_ends_up_in_the_new_version_once() -> None:
+    collection, extractor, old = make_indexed_collection()
+    new = index_build(
+        extractor=extractor,
+        collections=[collection],
+        family="binary",
+        num_tables=3,
+        hashes_per_table=3,
+        probes=0,
+        activate=False,
+    )
+    image = make_image(collection, seed=777, label="late")
+    collection_extract_features(collection=collection, extractor=extractor)  # hashed into the old, active version
+    assert BucketEntry.objects.filter(table__index=old, image=image).count() == old.num_tables
+    assert not BucketEntry.objects.filter(table__index=new, image=image).exists()
+    index_activate(index=new)
+    assert BucketEntry.objects.filter(table__index=new, image=image).count() == 3
+    assert _bucket_ids(new).count(image.pk) == 3
+    index_activate(index=new)  # activating again replays nothing twice
+    assert _bucket_ids(new).count(image.pk) == 3
+    assert sketch_search(image=sketch_png(777), top_k=1).hits[0].image_id == image.pk
+
+
+def test_adding_the_same_image_twice_doubles_nothing() -> None:
+    _, extractor, index = make_indexed_collection()
+    feature = Feature.objects.filter(extractor=extractor).order_by("image_id").first()
+    assert feature is not None
+    vector = np.frombuffer(bytes(feature.vector), dtype="<f4")[np.newaxis]
+    before = sorted(_bucket_ids(index))
+    version_images_add(index=index, image_ids=np.array([feature.image_id]), vectors=vector)
+    version_images_add(index=index, image_ids=np.array([feature.image_id]), vectors=vector)
+    assert sorted(_bucket_ids(index)) == before
+
+
+def test_a_missing_vector_folder_is_written_again_from_the_features() -> None:
+    _, _, index = make_indexed_collection()
+    expected = [h.image_id for h in sketch_search(image=sketch_png(3), top_k=5).hits]
+    index_cache.clear()
+    shutil.rmtree(vector_folder(index))
+    assert [h.image_id for h in sketch_search(image=sketch_png(3), top_k=5).hits] == expected
+    assert (vector_folder(index) / "vectors.npy").exists()
+
+
+def test_the_hamming_cut_keeps_the_candidates_nearest_by_code(settings: Settings) -> None:
+    _, _, index = make_indexed_collection(num_tables=2, hashes_per_table=1)  # every query finds most images
+    settings.SKETCHSEARCH_RERANK_CANDIDATES = 6
+    result = sketch_search(image=sketch_png(4), top_k=6, probes=0)
+    loaded = index_cache.get(index)
+    vector = query_vector(loaded=loaded, image=sketch_png(4), image_id=None)
+    found = loaded.lsh.candidates(vector, 0)
+    rows, _ = loaded.vectors.rows(found.ids)
+    kept = rows[shortlist(loaded.vectors.codes[rows], loaded.vectors.coder.encode(vector[np.newaxis])[0], 6)]
+    oracle = loaded.vectors.ids[kept][np.argsort(-(loaded.vectors.vectors[kept] @ vector), kind="stable")]
+    assert result.candidates == found.ids.shape[0] > 6
+    assert sorted(h.image_id for h in result.hits) == sorted(oracle.tolist())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_inserts_searches_and_a_rebuild_lose_and_double_nothing() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL: SQLite serialises writers, so it cannot show a race")
+    collection, extractor, _ = make_indexed_collection()
+    errors: list[BaseException] = []
+    added: list[int] = []
+
+    def insert(worker: int) -> None:
+        try:
+            for i in range(6):
+                image = make_image(collection, seed=5000 + worker * 100 + i, label=f"w{worker}")
+                vector = features_load(extractor=extractor, collection_ids=[collection.pk]).vectors[i]
+                features_upsert(extractor=extractor, image_ids=np.array([image.pk]), vectors=vector[np.newaxis])
+                added.append(image.pk)
+        except BaseException as error:  # reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    def search() -> None:
+        try:
+            for seed in range(10):
+                sketch_search(image=sketch_png(seed), top_k=5)
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    def rebuild() -> None:
+        try:
+            index_build(
+                extractor=extractor,
+                collections=[collection],
+                family="binary",
+                num_tables=4,
+                hashes_per_table=4,
+                probes=0,
+                center=True,
+            )
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=insert, args=(w,)) for w in range(3)]
+    threads += [threading.Thread(target=search), threading.Thread(target=rebuild)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    active = LSHIndex.objects.get(name="default", is_active=True)
+    assert active.version == 2
+    everything = list(Image.objects.values_list("pk", flat=True))
+    assert len(everything) == 24 + 18
+    ids = _bucket_ids(active)
+    assert sorted(set(ids)) == sorted(everything)  # nothing lost
+    assert all(ids.count(pk) == active.num_tables for pk in everything)  # nothing doubled
+    for pk in added:
+        assert BucketEntry.objects.filter(table__index=active, image_id=pk).count() == active.num_tables
