@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from indexing.models import Image, Job
-from indexing.services.jobs import collection_import_queue
+from indexing.tasks import collection_import_queue
 from sketchsite.celery import app
 from tests.conftest import redis_reachable, write_tu_berlin
 
@@ -91,7 +91,7 @@ def test_queued_extraction_embeds_new_images_and_reindexes(
     if not app.conf.task_always_eager:
         pytest.skip("a broker is configured: tasks are not eager in this run")
     from indexing.models import Feature, LSHIndex
-    from indexing.services.jobs import collection_extract_features_queue
+    from indexing.tasks import collection_extract_features_queue
     from tests.factories import make_image, make_indexed_collection, use_tiny_backbone
 
     use_tiny_backbone(monkeypatch)
