@@ -47,7 +47,7 @@ def main() -> None:
     django.setup()
     from django.test import Client
 
-    from evaluation.services import label_key
+    from evaluation.protocol_maths import label_key
     from indexing.features.augment import page_render
     from indexing.features.quickdraw import cut_strokes, read_folder
     from indexing.features.sketch_head import quickdraw_folds

@@ -9,7 +9,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from evaluation.models import EvaluationRun
-from evaluation.services import SWEEP_COLUMNS, format_value, run_headline
+from evaluation.reports import SWEEP_COLUMNS, format_value, run_headline
 
 
 @admin.register(EvaluationRun)

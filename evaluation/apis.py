@@ -11,9 +11,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from evaluation.data import QUERY_CHOICES
 from evaluation.models import EvaluationRun
-from evaluation.services import FAMILIES, QUERY_CHOICES, RUN_KINDS, EvaluationError, evaluation_queue, run_headline
-from indexing.services.jobs import QueueError
+from evaluation.protocol_maths import EvaluationError
+from evaluation.reports import run_headline
+from evaluation.runs import RUN_KINDS
+from evaluation.tasks import evaluation_queue
+from indexing.jobs import QueueError
+from indexing.lsh.hashing import FAMILIES
 from sketchsite.api import MAX_ROW_ID, ErrorSerializer, JsonErrorsMixin
 
 
@@ -52,7 +57,9 @@ class EvaluationListApi(JsonErrorsMixin, APIView):
         index = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ROW_ID)
         queries = serializers.ChoiceField(choices=QUERY_CHOICES, default="all")
         probes = serializers.IntegerField(min_value=0, max_value=64, default=0)
-        families = serializers.ListField(child=serializers.ChoiceField(choices=FAMILIES), default=lambda: ["binary"])
+        families = serializers.ListField(
+            child=serializers.ChoiceField(choices=list(FAMILIES)), default=lambda: ["binary"]
+        )
         grid = serializers.CharField(required=False, max_length=200, help_text='"L=3,4 K=5,6" or "3x6,7x2"')
         probe_list = serializers.ListField(
             child=serializers.IntegerField(min_value=0, max_value=64), default=lambda: [0]

@@ -33,7 +33,9 @@ __all__ = [
     "SketchyData",
     "cross_domain_metrics",
     "load_sketchy",
+    "ProtocolSplit",
     "markdown_table",
+    "protocol_split",
     "run_cross_domain",
     "split_classes",
 ]
@@ -214,6 +216,89 @@ def _features(backbone: Any, paths: Sequence[Path], kind: str, cache: Path | Non
     return vectors
 
 
+@dataclass(frozen=True)
+class ProtocolSplit:
+    """Which sketches and photos train, which query, of a :class:`SketchyData` (see the module docstring).
+
+    Attributes:
+        unseen_class: ``(num_classes,)`` bool, the class is unseen.
+        sketch_unseen: ``(num_sketches,)`` bool, the sketch is an unseen-class query.
+        seen_query: ``(num_sketches,)`` bool, the sketch is a held-out seen-class query.
+        train_sketch: ``(num_sketches,)`` bool, the sketch trains the joint head.
+        train_photo: ``(num_photos,)`` bool, the photo trains the joint head.
+        photo_rows: Indices of the training photos.
+        remap: ``(num_photos,)`` row of each photo among the training photos (-1: not training).
+    """
+
+    unseen_class: np.ndarray
+    sketch_unseen: np.ndarray
+    seen_query: np.ndarray
+    train_sketch: np.ndarray
+    train_photo: np.ndarray
+    photo_rows: np.ndarray
+    remap: np.ndarray
+
+
+def protocol_split(data: SketchyData, *, holdout_per_class: int = 5, every: int = 5) -> ProtocolSplit:
+    """Unseen classes (one in ``every``), held-out seen queries (the last ones by name) and the training rows."""
+    unseen_class = split_classes(len(data.classes), every)
+    sketch_unseen = unseen_class[data.sketch_labels]
+    # Seen-class queries: the last `holdout_per_class` sketches of each class by file name.
+    seen_query = np.zeros(len(data.sketch_paths), dtype=bool)
+    for c in np.flatnonzero(~unseen_class):
+        idx = np.flatnonzero(data.sketch_labels == c)
+        seen_query[idx[-holdout_per_class:]] = True
+    train_sketch = ~sketch_unseen & ~seen_query & (data.sketch_photo >= 0)
+    held_photos = set(data.sketch_photo[seen_query].tolist())
+    train_photo = ~unseen_class[data.photo_labels]
+    train_photo[list(held_photos - {-1})] = False
+    # Training sketches whose photo is held out are dropped (they would leak the held-out photo).
+    train_sketch &= train_photo[np.maximum(data.sketch_photo, 0)]
+    photo_rows = np.flatnonzero(train_photo)
+    remap = np.full(len(data.photo_paths), -1, dtype=np.int64)
+    remap[photo_rows] = np.arange(len(photo_rows))
+    return ProtocolSplit(unseen_class, sketch_unseen, seen_query, train_sketch, train_photo, photo_rows, remap)
+
+
+def _score_rows(
+    data: SketchyData, split: ProtocolSplit, method: str, sketch_vecs: np.ndarray, photo_vecs: np.ndarray
+) -> list[dict[str, Any]]:
+    """One row per query split (unseen, seen) and gallery (the split's classes, all classes) for one method."""
+    splits = {
+        "unseen": (split.sketch_unseen, split.unseen_class[data.photo_labels]),
+        "seen": (split.seen_query, ~split.unseen_class[data.photo_labels]),
+    }
+    rows = []
+    for split_name, (queries, gallery_split) in splits.items():
+        for gallery_name, gallery in (("split", gallery_split), ("all", np.ones_like(gallery_split))):
+            gallery_rows = np.flatnonzero(gallery)
+            pos = np.full(len(data.photo_paths), -1, dtype=np.int64)
+            pos[gallery_rows] = np.arange(len(gallery_rows))
+            own = np.where(data.sketch_photo[queries] >= 0, pos[np.maximum(data.sketch_photo[queries], 0)], -1)
+            metrics = cross_domain_metrics(
+                sketch_vecs[queries],
+                data.sketch_labels[queries],
+                own,
+                photo_vecs[gallery_rows],
+                data.photo_labels[gallery_rows],
+            )
+            rows.append({"method": method, "split": split_name, "gallery": gallery_name, **metrics})
+    return rows
+
+
+def _split_info(data: SketchyData, split: ProtocolSplit) -> dict[str, Any]:
+    return {
+        "classes": len(data.classes),
+        "unseen_classes": [data.classes[i] for i in np.flatnonzero(split.unseen_class)],
+        "photos": len(data.photo_paths),
+        "sketches": len(data.sketch_paths),
+        "train_sketches": int(split.train_sketch.sum()),
+        "train_photos": int(split.train_photo.sum()),
+        "seen_queries": int(split.seen_query.sum()),
+        "unseen_queries": int(split.sketch_unseen.sum()),
+    }
+
+
 def run_cross_domain(
     root: Path,
     *,
@@ -265,79 +350,32 @@ def run_cross_domain(
         galleries["photo"] = feats(data.photo_paths, "photo")
     if any(m.endswith("edges") for m in methods):
         galleries["edges"] = feats(data.photo_paths, "edges")
-
-    unseen_class = split_classes(len(data.classes), every)
-    sketch_unseen = unseen_class[data.sketch_labels]
-    # Seen-class queries: the last `holdout_per_class` sketches of each class by file name.
-    seen_query = np.zeros(len(data.sketch_paths), dtype=bool)
-    for c in np.flatnonzero(~unseen_class):
-        idx = np.flatnonzero(data.sketch_labels == c)
-        seen_query[idx[-holdout_per_class:]] = True
-    train_sketch = ~sketch_unseen & ~seen_query & (data.sketch_photo >= 0)
-    held_photos = set(data.sketch_photo[seen_query].tolist())
-    train_photo = ~unseen_class[data.photo_labels]
-    train_photo[list(held_photos - {-1})] = False
-    # Training sketches whose photo is held out are dropped (they would leak the held-out photo).
-    train_sketch &= train_photo[np.maximum(data.sketch_photo, 0)]
-    photo_rows = np.flatnonzero(train_photo)
-    remap = np.full(len(data.photo_paths), -1, dtype=np.int64)
-    remap[photo_rows] = np.arange(len(photo_rows))
-
-    result.info = {
-        "root": str(root),
-        "backbone": backbone_name,
-        "classes": len(data.classes),
-        "unseen_classes": [data.classes[i] for i in np.flatnonzero(unseen_class)],
-        "photos": len(data.photo_paths),
-        "sketches": len(data.sketch_paths),
-        "train_sketches": int(train_sketch.sum()),
-        "train_photos": int(train_photo.sum()),
-        "seen_queries": int(seen_query.sum()),
-        "unseen_queries": int(sketch_unseen.sum()),
-        "epochs": epochs,
-        "seed": seed,
-        "timings": timings,
-    }
-
-    splits = {
-        "unseen": (sketch_unseen, unseen_class[data.photo_labels]),
-        "seen": (seen_query, ~unseen_class[data.photo_labels]),
-    }
-
-    def score(method: str, sketch_vecs: np.ndarray, photo_vecs: np.ndarray) -> None:
-        for split, (queries, gallery_split) in splits.items():
-            for gallery_name, gallery in (("split", gallery_split), ("all", np.ones_like(gallery_split))):
-                rows = np.flatnonzero(gallery)
-                pos = np.full(len(data.photo_paths), -1, dtype=np.int64)
-                pos[rows] = np.arange(len(rows))
-                own = np.where(data.sketch_photo[queries] >= 0, pos[np.maximum(data.sketch_photo[queries], 0)], -1)
-                metrics = cross_domain_metrics(
-                    sketch_vecs[queries], data.sketch_labels[queries], own, photo_vecs[rows], data.photo_labels[rows]
-                )
-                result.rows.append({"method": method, "split": split, "gallery": gallery_name, **metrics})
+    split = protocol_split(data, holdout_per_class=holdout_per_class, every=every)
+    result.info = {"root": str(root), "backbone": backbone_name, **_split_info(data, split)}
+    result.info.update(epochs=epochs, seed=seed, timings=timings)
 
     for method in methods:
-        domain = "photo" if method.endswith("photo") else "edges"
-        gallery_feats = galleries[domain]
+        gallery_feats = galleries["photo" if method.endswith("photo") else "edges"]
         if not method.startswith("joint"):
-            score(method, sketches, gallery_feats)
+            result.rows += _score_rows(data, split, method, sketches, gallery_feats)
             continue
         start = time.perf_counter()
         sketch_branch, photo_branch = build_joint_head(sketches.shape[1], seed=seed)
         fit = fit_joint_head(
             sketch_branch,
             photo_branch,
-            sketches[train_sketch],
-            gallery_feats[photo_rows],
-            data.photo_labels[photo_rows],
-            remap[data.sketch_photo[train_sketch]],
+            sketches[split.train_sketch],
+            gallery_feats[split.photo_rows],
+            data.photo_labels[split.photo_rows],
+            split.remap[data.sketch_photo[split.train_sketch]],
             epochs=epochs,
             seed=seed,
         )
         timings[f"train_{method}_s"] = round(time.perf_counter() - start, 1)
         result.losses[method] = [round(x, 4) for x in fit.losses]
         result.heads[method] = (sketch_branch, photo_branch)
-        score(method, joint_embed(sketch_branch, sketches), joint_embed(photo_branch, gallery_feats))
+        sketch_vecs, photo_vecs = joint_embed(sketch_branch, sketches), joint_embed(photo_branch, gallery_feats)
+        result.rows += _score_rows(data, split, method, sketch_vecs, photo_vecs)
     return result
 
 

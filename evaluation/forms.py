@@ -4,9 +4,11 @@ from typing import Any
 
 from django import forms
 
+from evaluation.data import QUERY_CHOICES
 from evaluation.grid import parse_grid, parse_int_list
 from evaluation.models import EvaluationRun
-from evaluation.services import FAMILIES, QUERY_CHOICES, RUN_KINDS
+from evaluation.runs import RUN_KINDS
+from indexing.lsh.hashing import FAMILIES
 from indexing.models import Collection, Extractor
 from sketchsite.api import MAX_ROW_ID
 
@@ -24,7 +26,9 @@ class QueueRunForm(forms.Form):
         required=False, min_value=1, max_value=MAX_ROW_ID, help_text="stored index id (evaluate); empty: scan"
     )
     queries = forms.ChoiceField(choices=[(q, q) for q in QUERY_CHOICES], initial="all")
-    families = forms.MultipleChoiceField(choices=[(f, f) for f in FAMILIES], required=False, initial=["binary"])
+    families = forms.MultipleChoiceField(
+        choices=[(name, spec.label) for name, spec in FAMILIES.items()], required=False, initial=["binary"]
+    )
     grid = forms.CharField(required=False, initial="3x6,3x5,4x4,5x5,3x1,5x2", help_text="sweep: LxK pairs")
     probes = forms.CharField(required=False, initial="0", help_text="sweep: e.g. 0,1,2")
     center = forms.BooleanField(required=False)

@@ -1,5 +1,10 @@
 """Retrieval and efficiency metrics: pure NumPy, no Django (STYLE.md G2, G9).
 
+One concept in one file (over 600 lines on purpose): the metric definitions the README's "Evaluation" section
+and the paper use (AP/mAP, precision and recall at k, IE both ways, bucket purity, per-class AP and Pearson,
+distractor share, query latency), sharing the conventions below and the argument checks; nearly half of the
+length is their docstrings. Callers read one module to know what every reported number means.
+
 Conventions used throughout:
 
 * A *ranking* is the ordered list of items returned for one query, best first, with the query itself

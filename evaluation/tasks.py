@@ -1,4 +1,8 @@
-"""Celery tasks of the evaluation app: thin wrappers that call one service (STYLE.md G6)."""
+"""Celery tasks of the evaluation app and the function that queues them (STYLE.md G6).
+
+The task calls one service; ``indexing.jobs.JobTask`` keeps its Job row. The API and the dashboard queue runs
+with :func:`evaluation_queue`, never through a service.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,21 @@ from typing import Any
 
 from celery import shared_task
 
+from evaluation.runs import evaluation_execute, evaluation_request_check
+from indexing.jobs import JobOutcome, JobTask, job_progress
 from indexing.models import Job
 
 
-@shared_task(bind=True, acks_late=True)
-def evaluation_run_task(self: Any, *, job_id: int, kind: str, parameters: dict[str, Any]) -> int:
-    """Run one evaluation and return the EvaluationRun id; the Job row says how it went."""
-    from evaluation.services import evaluation_execute
-    from indexing.services.jobs import job_finish, job_progress
-
+@shared_task(base=JobTask, bind=True, acks_late=True, job_kind=Job.Kind.EVALUATE)
+def evaluation_run_task(self: JobTask, *, job_id: int, kind: str, parameters: dict[str, Any]) -> JobOutcome:
+    """Run one evaluation; the task's result is the EvaluationRun id."""
     job_progress(job_id=job_id, done=0, total=1)
-    try:
-        run = evaluation_execute(kind=kind, parameters=parameters)
-    except Exception as exc:
-        job_finish(job_id=job_id, status=Job.Status.FAILED, message=f"{exc.__class__.__name__}: {exc}")
-        raise
+    run = evaluation_execute(kind=kind, parameters=parameters)
     job_progress(job_id=job_id, done=1)
-    job_finish(job_id=job_id, status=Job.Status.DONE, message=f"evaluation run #{run.pk}")
-    return run.pk
+    return JobOutcome(run.pk, f"evaluation run #{run.pk}")
+
+
+def evaluation_queue(*, kind: str, parameters: dict[str, Any]) -> Job:
+    """Check the names now (so a typo is a 400, not a failed job), then queue the run as a Job on Celery."""
+    evaluation_request_check(kind=kind, parameters=parameters)
+    return evaluation_run_task.enqueue(job_parameters={"kind": kind, **parameters}, kind=kind, parameters=parameters)

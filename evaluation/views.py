@@ -11,9 +11,11 @@ from django.shortcuts import redirect, render
 
 from evaluation.forms import QueueRunForm
 from evaluation.models import EvaluationRun
-from evaluation.services import PAPER_COLUMNS, SWEEP_COLUMNS, EvaluationError, evaluation_queue, run_headline
+from evaluation.protocol_maths import EvaluationError
+from evaluation.reports import PAPER_COLUMNS, SWEEP_COLUMNS, run_headline
+from evaluation.tasks import evaluation_queue
+from indexing.jobs import QueueError
 from indexing.models import Image
-from indexing.services.jobs import QueueError
 
 CLASS_COLUMNS = ["class", "queries", "mAP", "min AP", "max AP", "max-min range", "std", "recall"]
 

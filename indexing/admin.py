@@ -6,9 +6,9 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from indexing import jobs, tasks
 from indexing.models import Collection, Extractor, Feature, HashTable, Image, Job, LSHIndex
 from indexing.selectors import index_get_active
-from indexing.services import jobs
 
 
 @admin.register(Collection)
@@ -67,11 +67,11 @@ class CollectionAdmin(admin.ModelAdmin):
 
     @admin.action(description="Queue feature extraction for the selected collections")
     def queue_extraction(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
-        self._queue(request, queryset, jobs.collection_extract_features_queue)
+        self._queue(request, queryset, tasks.collection_extract_features_queue)
 
     @admin.action(description="Queue an index build over the selected collections")
     def queue_index_build(self, request: HttpRequest, queryset: QuerySet[Collection]) -> None:
-        self._queue(request, queryset, jobs.index_build_queue)
+        self._queue(request, queryset, tasks.index_build_queue)
 
     def _queue(self, request: HttpRequest, queryset: QuerySet[Collection], queue: jobs.QueueFn) -> None:
         active = index_get_active()

@@ -19,10 +19,11 @@ from django.db import connection
 from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
+from indexing.jobs import QueueError
 from indexing.models import Collection, Feature, Job, LSHIndex
 from indexing.services.index import index_build
-from indexing.services.jobs import QueueError, collection_extract_features_queue
 from indexing.services.search import sketch_search
+from indexing.tasks import collection_extract_features_queue
 from sketchsite.celery import app
 from tests.conftest import DEMO_DATA, redis_reachable, sketch_png
 from tests.factories import make_indexed_collection, use_tiny_backbone

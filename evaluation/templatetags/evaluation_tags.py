@@ -4,7 +4,7 @@ from typing import Any
 
 from django import template
 
-from evaluation.services import format_value
+from evaluation.reports import format_value
 
 register = template.Library()
 

@@ -9,7 +9,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from evaluation.models import EvaluationRun
-from evaluation.services import class_analysis, evaluation_run, lsh_sweep
+from evaluation.runs import class_analysis, evaluation_run, lsh_sweep
 from indexing.models import Job
 from tests.evaluation.conftest import Dataset
 

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from evaluation.models import EvaluationRun
-from evaluation.services import format_value
+from evaluation.reports import format_value
 from indexing.models import LSHIndex
 from tests.evaluation.conftest import CLASSES, Dataset
 

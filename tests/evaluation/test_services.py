@@ -9,19 +9,12 @@ import pytest
 from django.core.files.storage import default_storage
 
 from evaluation import metrics
+from evaluation.data import evaluation_data_load, evaluation_inputs_resolve
 from evaluation.grid import parse_grid
 from evaluation.models import EvaluationRun
-from evaluation.services import (
-    PAPER_COLUMNS,
-    RECALL_UNAVAILABLE,
-    SWEEP_COLUMNS,
-    EvaluationError,
-    class_analysis,
-    evaluation_data_load,
-    evaluation_inputs_resolve,
-    evaluation_run,
-    lsh_sweep,
-)
+from evaluation.protocol_maths import EvaluationError
+from evaluation.reports import PAPER_COLUMNS, SWEEP_COLUMNS
+from evaluation.runs import RECALL_UNAVAILABLE, class_analysis, evaluation_run, lsh_sweep
 from indexing.models import Image
 from indexing.selectors import features_load
 from indexing.services.index import index_build

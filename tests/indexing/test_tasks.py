@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from indexing.models import Image, Job
-from indexing.services.jobs import collection_import_queue
+from indexing.models import Extractor, Image, Job
+from indexing.tasks import collection_import_queue, index_build_queue
 from sketchsite.celery import app
 from tests.conftest import redis_reachable, write_tu_berlin
 
@@ -85,13 +85,26 @@ def test_a_failed_import_marks_its_job_failed(tmp_path: Path, django_capture_on_
 
 
 @pytest.mark.django_db
+def test_a_failed_task_marks_its_job_failed_with_the_error(django_capture_on_commit_callbacks: Any) -> None:
+    # The base task (indexing.jobs.JobTask) keeps the row: running, then failed with the exception's class and text.
+    if not app.conf.task_always_eager:
+        pytest.skip("a broker is configured: tasks are not eager in this run")
+    with pytest.raises(Extractor.DoesNotExist), django_capture_on_commit_callbacks(execute=True):
+        index_build_queue(collection_ids=[], extractor_id=999_999)
+    job = Job.objects.get()
+    assert (job.kind, job.status) == (Job.Kind.INDEX, Job.Status.FAILED)
+    assert job.parameters == {"collection_ids": [], "extractor_id": 999_999}
+    assert job.message.startswith("DoesNotExist: ")
+
+
+@pytest.mark.django_db
 def test_queued_extraction_embeds_new_images_and_reindexes(
     monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
 ) -> None:
     if not app.conf.task_always_eager:
         pytest.skip("a broker is configured: tasks are not eager in this run")
     from indexing.models import Feature, LSHIndex
-    from indexing.services.jobs import collection_extract_features_queue
+    from indexing.tasks import collection_extract_features_queue
     from tests.factories import make_image, make_indexed_collection, use_tiny_backbone
 
     use_tiny_backbone(monkeypatch)

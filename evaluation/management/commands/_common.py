@@ -9,8 +9,10 @@ from typing import Any, TypeVar
 from django.core.management.base import CommandError, CommandParser
 from tqdm import tqdm
 
+from evaluation.data import evaluation_inputs_resolve
 from evaluation.models import EvaluationRun
-from evaluation.services import EvaluationError, evaluation_inputs_resolve, markdown_table
+from evaluation.protocol_maths import EvaluationError
+from evaluation.reports import markdown_table
 from indexing.models import Collection, Extractor, LSHIndex
 
 T = TypeVar("T")

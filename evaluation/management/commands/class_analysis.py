@@ -7,7 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluation.management.commands._common import add_data_arguments, key_value_table, resolve, run_footer
-from evaluation.services import EvaluationError, class_analysis, markdown_table
+from evaluation.protocol_maths import EvaluationError
+from evaluation.reports import markdown_table
+from evaluation.runs import class_analysis
 
 CLASS_COLUMNS = ["class", "queries", "mAP", "min AP", "max AP", "max-min range", "std", "best query id",
                  "worst query id"]  # fmt: skip

@@ -4,9 +4,11 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from evaluation.data import QUERY_CHOICES, collections_resolve
 from evaluation.management.commands._common import add_data_arguments, key_value_table, resolve, run_footer, with_x_scan
 from evaluation.management.commands._crossdomain import add_cross_domain_arguments, handle_cross_domain
-from evaluation.services import QUERY_CHOICES, EvaluationError, collections_resolve, evaluation_run
+from evaluation.protocol_maths import EvaluationError
+from evaluation.runs import evaluation_run
 
 
 def _split_queries(values: list[str]) -> tuple[str, list[str]]:

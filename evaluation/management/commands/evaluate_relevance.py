@@ -9,8 +9,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluation.models import EvaluationRun
+from evaluation.protocol_maths import label_key
 from evaluation.protocols import Scores, lsh_scores, scan_scores, tuned_index
-from evaluation.services import label_key, markdown_table
+from evaluation.reports import markdown_table
 from indexing.features.sketch_head import CUTS, FOLDS, RETRIEVAL_LAYER, HeadRecipe, TrainingSet, fit_sketch_head
 from indexing.features.training import head_embed
 from indexing.services.sketch_views import CACHE_DIR, SHARED_DATA, DataMissingError, folder_vectors, sketch_view_cache

@@ -4,16 +4,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from evaluation.data import QUERY_CHOICES
 from evaluation.grid import parse_grid, parse_int_list
 from evaluation.management.commands._common import add_data_arguments, resolve, run_footer, tqdm_progress
-from evaluation.services import (
-    FAMILIES,
-    QUERY_CHOICES,
-    SWEEP_COLUMNS,
-    EvaluationError,
-    lsh_sweep,
-    markdown_table,
-)
+from evaluation.protocol_maths import EvaluationError
+from evaluation.reports import SWEEP_COLUMNS, markdown_table
+from evaluation.runs import lsh_sweep
+from indexing.lsh.hashing import FAMILIES
 
 
 class Command(BaseCommand):
@@ -21,7 +18,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         add_data_arguments(parser)
-        parser.add_argument("--family", action="append", choices=FAMILIES, required=True, help="real and/or binary")
+        parser.add_argument(
+            "--family", action="append", choices=list(FAMILIES), required=True, help=" and/or ".join(FAMILIES)
+        )
         parser.add_argument("--grid", required=True, help='"L=3,4,5 K=1,2" (cartesian product) or LxK pairs "3x6,7x2"')
         parser.add_argument("--probes", default="0", help="comma-separated multi-probe settings, e.g. 0,1,2")
         parser.add_argument("--w", type=float, default=4.0, help="p-stable slot width (real family)")
