@@ -21,6 +21,7 @@ __all__ = ["DEFAULT_TARGET_RECALL", "Trial", "TuneResult", "autotune", "default_
 
 DEFAULT_TARGET_RECALL = 0.95
 PROBE_STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
+COUNT_SAMPLE = 20_000
 
 
 @dataclass(frozen=True)
@@ -142,12 +143,15 @@ def autotune(
     exact_rows, _ = cosine_top_k(matrix, queries, k + 1)
     truth = [row[row != q][:k] for row, q in zip(exact_rows, query_rows, strict=True)]
     mean = fit_center(matrix) if center else None
+    # Past COUNT_SAMPLE rows the candidates are counted on a uniform sample of the collection (an estimate);
+    # the recall is always exact (the true neighbours are matched one by one).
+    count_rows = None if n <= COUNT_SAMPLE else np.sort(rng.choice(n, size=COUNT_SAMPLE, replace=False))
     trials: list[Trial] = []
     for num_tables, hashes in grid or default_grid(n):
         hasher = make_family(
             family, matrix.shape[1], num_tables=num_tables, hashes_per_table=hashes, w=w, seed=seed, center=mean
         )
-        trials.append(_best_probes(hasher, matrix, queries, query_rows, truth, target_recall))
+        trials.append(_best_probes(hasher, matrix, queries, query_rows, truth, target_recall, count_rows))
     met = [t for t in trials if t.recall >= target_recall]
     chosen = min(met, key=lambda t: t.cost) if met else max(trials, key=lambda t: (t.recall, -t.cost))
     return TuneResult(
@@ -168,6 +172,7 @@ def _best_probes(
     query_rows: np.ndarray,
     truth: list[np.ndarray],
     target_recall: float,
+    count_rows: np.ndarray | None = None,
 ) -> Trial:
     """The fewest probes at which one configuration reaches the target (else its most probed level).
 
@@ -176,17 +181,30 @@ def _best_probes(
     whose bucket holds it; a level of ``p`` probes finds the rows whose column is ``<= p``. The exact top-k items
     are the k best of all rows, so the top-k among the candidates holds exactly those of them that were found:
     recall@k is the share of the true top-k found.
+
+    Only the rows that matter are hashed and matched: the queries' true neighbours (recall) and the rows that are
+    counted (candidates). ``count_rows`` (a uniform sample of the collection) makes the candidate count an
+    estimate, ``n / len(count_rows)`` times the sample's, so a million-image collection costs what a sample does;
+    None counts every row (exact).
     """
-    keys = hasher.keys(matrix)  # (n, num_tables)
+    n = matrix.shape[0]
+    counted = np.arange(n) if count_rows is None else np.asarray(count_rows, dtype=np.int64)
+    needed, inverse = np.unique(np.concatenate([counted, *truth, query_rows]), return_inverse=True)
+    counted_at = inverse[: counted.shape[0]]
+    answer_at = np.split(inverse[counted.shape[0] : counted.shape[0] + sum(len(a) for a in truth)],
+                         np.cumsum([len(a) for a in truth])[:-1])  # fmt: skip
+    query_at = inverse[counted.shape[0] + sum(len(a) for a in truth) :]
+    scale = n / counted.shape[0]
+    keys = hasher.keys(matrix[needed])  # (m, num_tables)
     num_tables = keys.shape[1]
     deepest = min(PROBE_STEPS[-1], hasher.max_probes)
     levels = [p for p in PROBE_STEPS if p <= deepest]
     recalls = np.zeros((len(levels), len(queries)))
     candidates = np.zeros((len(levels), len(queries)))
     never = np.iinfo(np.int64).max
-    for position, (query, row, answer) in enumerate(zip(queries, query_rows, truth, strict=True)):
+    for position, (query, row, answer) in enumerate(zip(queries, query_at, answer_at, strict=True)):
         probe = hasher.probe_keys(query, deepest)  # (num_tables, 1 + deepest)
-        first = np.full(matrix.shape[0], never, dtype=np.int64)
+        first = np.full(needed.shape[0], never, dtype=np.int64)
         for table in range(num_tables):
             column_order = np.argsort(probe[table], kind="stable")
             sorted_probe = probe[table][column_order]
@@ -196,7 +214,7 @@ def _best_probes(
         first[row] = never  # a query by example never returns itself
         for level, probes in enumerate(levels):
             found = first <= probes
-            candidates[level, position] = found.sum()
+            candidates[level, position] = found[counted_at].sum() * scale
             recalls[level, position] = found[answer].mean() if len(answer) else 1.0
     trial: Trial | None = None
     for level, probes in enumerate(levels):

@@ -78,3 +78,22 @@ def test_grid_grows_with_the_collection() -> None:
         autotune(np.ones((1, 4), np.float32))
     with pytest.raises(ValueError, match="target_recall"):
         autotune(_clustered(), target_recall=0.0)
+
+
+def test_a_large_collection_counts_candidates_on_a_sample_and_recall_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from indexing.lsh import autotune as module
+
+    vectors = _clustered(n=1500)
+    grid = [(8, 8), (16, 10)]
+    exact = autotune(vectors, grid=grid, sample=60, seed=2)
+    monkeypatch.setattr(module, "COUNT_SAMPLE", 500)  # 1,500 rows: now counted on a third of them
+    sampled = autotune(vectors, grid=grid, sample=60, seed=2)
+    for full, estimate in zip(exact.trials, sampled.trials, strict=True):
+        assert (estimate.num_tables, estimate.hashes_per_table, estimate.probes) == (
+            full.num_tables,
+            full.hashes_per_table,
+            full.probes,
+        )
+        assert estimate.recall == full.recall  # recall is never estimated
+        assert estimate.candidates == pytest.approx(full.candidates, rel=0.25)
+        assert estimate.candidates != full.candidates  # it was an estimate
