@@ -13,7 +13,7 @@ from indexing.features.preprocess import QUERY_DECODE_SIDE, is_blank, load_image
 from indexing.lsh.index import probe_until
 from indexing.lsh.scan import cosine_top_k, rerank
 from indexing.models import Collection, Feature, Image, LSHIndex
-from indexing.services.extraction import extractor_backbone
+from indexing.services.backbones import extractor_backbone
 from indexing.selectors import index_get_default
 from indexing.serving import LoadedIndex, index_cache
 
