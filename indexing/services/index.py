@@ -6,6 +6,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -14,11 +15,16 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from indexing.lsh.autotune import DEFAULT_TARGET_RECALL, autotune
-from indexing.lsh.hashing import fit_center, make_family
+from indexing.lsh.hashing import family_params, fit_center, make_family
 from indexing.lsh.stats import BucketStats, bucket_stats
 from indexing.models import Bucket, BucketEntry, Collection, Extractor, Feature, HashTable, Image, LSHIndex
 from indexing.selectors import FeatureMatrix, ImageMeta, features_load, images_meta, index_family, index_get_active
 from indexing.stores import OrmBucketStore, bucket_entries_write, buckets_write
+
+# The one set of build defaults the build_index command, index_build_task and setup_demo share: SimHash, centred
+# on the collection mean, L, K and probes tuned (indexing.lsh.autotune) unless given.
+DEFAULT_FAMILY = "binary"
+DEFAULT_CENTER = True
 
 
 @transaction.atomic
@@ -67,7 +73,7 @@ def index_build(
     hashes_per_table: int | None = None,
     probes: int | None = None,
     target_recall: float = DEFAULT_TARGET_RECALL,
-    w: float = 4.0,
+    params: dict[str, Any] | None = None,  # the family's own, e.g. {"w": 2.0} (indexing.lsh.hashing.family_params)
     seed: int = 0,
     center: bool = False,
     name: str = "default",
@@ -81,6 +87,7 @@ def index_build(
     with the index and are what a search that names none uses.
     """
     started = time.perf_counter()
+    own = family_params(family, **(params or {}))  # the family's own parameters, as the row stores them
     matrix = features_load(extractor=extractor, collection_ids=[c.pk for c in collections])
     if matrix.image_ids.shape[0] == 0:
         names = ", ".join(c.name for c in collections)
@@ -92,7 +99,7 @@ def index_build(
         else:
             grid = None if num_tables is None or hashes_per_table is None else [(num_tables, hashes_per_table)]
             tuned = autotune(
-                matrix.vectors, family=family, target_recall=target_recall, grid=grid, center=center, w=w, seed=seed
+                matrix.vectors, family=family, target_recall=target_recall, grid=grid, center=center, seed=seed, **own
             )
             num_tables, hashes_per_table = tuned.chosen.num_tables, tuned.chosen.hashes_per_table
             tuning = tuned.as_dict()
@@ -106,7 +113,7 @@ def index_build(
         matrix.vectors.shape[1],
         num_tables=num_tables,
         hashes_per_table=hashes_per_table,
-        w=w,
+        **own,
         seed=seed,
         center=mean,
     )
@@ -120,7 +127,7 @@ def index_build(
             family=family,
             num_tables=num_tables,
             hashes_per_table=hashes_per_table,
-            w=w,
+            params=own,
             seed=seed,
             center=mean.astype("<f4").tobytes() if mean is not None else None,
             probes=probes,
@@ -177,7 +184,7 @@ def index_reindex(*, extractor: Extractor | None = None, name: str = "default") 
         hashes_per_table=None if "hashes_per_table" in tuned else active.hashes_per_table,
         probes=None if "probes" in tuned else active.probes,
         target_recall=float((active.tuning or {}).get("target_recall", DEFAULT_TARGET_RECALL)),
-        w=active.w,
+        params=active.params,
         seed=active.seed,
         center=active.center is not None,
         name=name,
