@@ -7,8 +7,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from indexing.models import Collection, Extractor, Feature, HashTable, Image, Job, LSHIndex
-from indexing.services import jobs
 from indexing.selectors import index_get_active
+from indexing.services import jobs
 
 
 @admin.register(Collection)

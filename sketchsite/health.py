@@ -7,8 +7,8 @@ from django.http import HttpRequest, JsonResponse
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    from indexing.services.backbones import extractor_is_loaded
     from indexing.selectors import index_get_active
+    from indexing.services.backbones import extractor_is_loaded
 
     body: dict[str, str] = {}
     try:
