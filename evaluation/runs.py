@@ -122,7 +122,9 @@ def evaluation_run(
         results.update(stats_columns(stats))
         results["scan"] = scan_results
         results.update(gallery_summary(data))
-        parameters.update(index=index.pk, family=index.family, L=index.num_tables, K=index.hashes_per_table, w=index.w)
+        parameters.update(
+            index=index.pk, family=index.family, L=index.num_tables, K=index.hashes_per_table, **index.params
+        )
     return _run_create(
         kind=EvaluationRun.Kind.EVALUATE, extractor=extractor, index=index, parameters=parameters, results=results
     )

@@ -138,7 +138,7 @@ class HashTableInline(admin.TabularInline):
 class LSHIndexAdmin(admin.ModelAdmin):
     list_display = [
         "name", "version", "is_active", "status", "extractor", "family",
-        "num_tables", "hashes_per_table", "w", "item_count", "build_seconds", "built_at",
+        "num_tables", "hashes_per_table", "params", "item_count", "build_seconds", "built_at",
     ]  # fmt: skip
     list_filter = ["status", "family", "is_active", "extractor"]
     readonly_fields = ["status", "is_active", "item_count", "build_seconds", "built_at", "created_at"]

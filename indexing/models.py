@@ -5,6 +5,19 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from indexing.features.backbones import BACKBONES
+from indexing.lsh.hashing import FAMILIES
+
+
+def family_choices() -> list[tuple[str, str]]:
+    """LSHIndex.family's choices: the registered LSH families (indexing.lsh.hashing.FAMILIES), read when asked."""
+    return [(name, spec.label) for name, spec in FAMILIES.items()]
+
+
+def backbone_choices() -> list[tuple[str, str]]:
+    """Extractor.backbone's choices: the registered backbones (indexing.features.backbones.BACKBONES)."""
+    return [(name, spec.description) for name, spec in BACKBONES.items()]
+
 
 class Collection(models.Model):
     class Kind(models.TextChoices):
@@ -67,7 +80,7 @@ class Image(models.Model):
 
 class Extractor(models.Model):
     name = models.SlugField(max_length=100, unique=True)
-    backbone = models.CharField(max_length=50)  # registry name in indexing.features
+    backbone = models.CharField(max_length=50, choices=backbone_choices)  # registry name in indexing.features
     head = models.CharField(max_length=50, blank=True)  # "" = the backbone's pooled output; "model1".."model5"
     weights = models.CharField(max_length=255)  # origin: imagenet | shipped | none | a file path
     weights_file = models.FileField(upload_to="extractors/", blank=True)  # trained heads live under media
@@ -105,10 +118,6 @@ class Feature(models.Model):
 
 
 class LSHIndex(models.Model):
-    class Family(models.TextChoices):
-        REAL = "real", "p-stable (real-valued)"
-        BINARY = "binary", "SimHash (binary)"
-
     class Status(models.TextChoices):
         BUILDING = "building"
         READY = "ready"
@@ -119,10 +128,11 @@ class LSHIndex(models.Model):
     version = models.PositiveIntegerField()
     extractor = models.ForeignKey(Extractor, on_delete=models.PROTECT, related_name="indexes")
     collections = models.ManyToManyField(Collection, related_name="indexes")
-    family = models.CharField(max_length=8, choices=Family.choices)
+    family = models.CharField(max_length=8, choices=family_choices)
     num_tables = models.PositiveIntegerField()  # the paper's L
     hashes_per_table = models.PositiveIntegerField()  # the paper's K
-    w = models.FloatField(default=4.0)  # p-stable slot width
+    # The family's own parameters (indexing.lsh.hashing.family_params), e.g. {"w": 4.0} for "real", {} for "binary".
+    params = models.JSONField(default=dict, blank=True)
     seed = models.BigIntegerField(default=0)
     center = models.BinaryField(null=True, blank=True)  # float32 mean subtracted before hashing, if centred
     # Extra buckets per table a search probes when it names none (the API's and the page's default): chosen with

@@ -185,7 +185,7 @@ index_cache = _IndexCache()
 
 def index_warm_up(*, name: str = "default") -> LSHIndex | None:
     """Load the active index and its extractor into this process (gunicorn post_fork, celery worker init)."""
-    from indexing.services.extraction import extractor_backbone
+    from indexing.services.backbones import extractor_backbone
 
     active = index_get_active(name=name)
     if active is not None:

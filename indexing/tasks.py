@@ -65,17 +65,19 @@ def index_build_task(
     self: JobTask, *, job_id: int, collection_ids: list[int], extractor_id: int, **options: Any
 ) -> JobOutcome:
     from indexing.models import Collection, Extractor
-    from indexing.services.index import index_build
+    from indexing.services.index import DEFAULT_CENTER, DEFAULT_FAMILY, index_build
 
     index = index_build(
         extractor=Extractor.objects.get(pk=extractor_id),
         collections=list(Collection.objects.filter(pk__in=collection_ids)),
-        family=options.get("family", "binary"),
-        num_tables=int(options.get("num_tables", 8)),
-        hashes_per_table=int(options.get("hashes_per_table", 6)),
-        w=float(options.get("w", 4.0)),
+        family=options.get("family", DEFAULT_FAMILY),
+        # L, K and probes: tuned unless given, as build_index and setup_demo do.
+        num_tables=_optional_int(options.get("num_tables")),
+        hashes_per_table=_optional_int(options.get("hashes_per_table")),
+        probes=_optional_int(options.get("probes")),
+        params=dict(options.get("params") or ({"w": float(options["w"])} if "w" in options else {})),
         seed=int(options.get("seed", 0)),
-        center=bool(options.get("center", True)),
+        center=bool(options.get("center", DEFAULT_CENTER)),
         name=options.get("name", "default"),
     )
     return JobOutcome(index.pk, f"built and activated {index}")
@@ -99,3 +101,7 @@ def collection_extract_features_queue(*, collection_ids: list[int], extractor_id
 def index_build_queue(*, collection_ids: list[int], extractor_id: int, **options: Any) -> Job:
     """Queue a new index version over the collections (defaults: the active index's parameters)."""
     return index_build_task.enqueue(collection_ids=collection_ids, extractor_id=extractor_id, **options)
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)

@@ -269,7 +269,7 @@ class IndexListApi(JsonErrorsMixin, APIView):
 
     @extend_schema_serializer(component_name="Index")
     class OutputSerializer(IndexSummarySerializer):
-        w = serializers.FloatField()
+        w = serializers.FloatField(source="params.w", default=4.0)  # the p-stable slot width (LSHIndex.params)
         status = serializers.CharField()
         is_active = serializers.BooleanField()
         is_default = serializers.SerializerMethodField()

@@ -8,7 +8,7 @@ from django.http import HttpRequest, JsonResponse
 
 def healthz(request: HttpRequest) -> JsonResponse:
     from indexing.selectors import index_get_active
-    from indexing.services.extraction import extractor_is_loaded
+    from indexing.services.backbones import extractor_is_loaded
 
     body: dict[str, str] = {}
     try:

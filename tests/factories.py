@@ -44,12 +44,30 @@ class TinyBackbone:
         return (blocks / np.where(norms == 0, 1, norms)).astype(np.float32)
 
 
-def use_tiny_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make every Extractor row run the TinyBackbone (process-wide, so live-server threads see it too)."""
-    from indexing import serving
-    from indexing.services import extraction
+def tiny_backbone_factory(weights: str, **_: object) -> TinyBackbone:
+    """The registry factory of the ``tiny`` backbone (see :func:`use_tiny_backbone`)."""
+    return TinyBackbone()
 
-    monkeypatch.setattr(extraction, "extractor_backbone_load", lambda **_: TinyBackbone())
+
+def use_tiny_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Register the TinyBackbone as backbone ``tiny``, the one make_extractor's rows name, with the public registry.
+
+    Process-wide, so live-server threads see it too. It stays registered (registering it again is a no-op): no
+    shipped backbone has that name, and a test that replaces it (``register_backbone(..., replace=True)``) gets
+    the TinyBackbone back from the next call.
+    """
+    from indexing import serving
+    from indexing.features.backbones import register_backbone
+
+    register_backbone(
+        TinyBackbone.name,
+        tiny_backbone_factory,
+        input_size=TinyBackbone.input_size,
+        dim=TinyBackbone.dim,
+        default_weights=TinyBackbone.weights,
+        description="8x8 block means of the inverted grey image (tests)",
+        replace=True,
+    )
     serving.index_cache.clear()
 
 

@@ -55,10 +55,10 @@ def test_healthz_is_503_without_an_index_and_200_when_ready(monkeypatch: pytest.
     assert response.status_code == 503
     assert response.json()["database"] == "ok"
     use_tiny_backbone(monkeypatch)
-    from indexing.services import extraction
+    from indexing.services import backbones
 
     make_indexed_collection()
-    monkeypatch.setattr(extraction, "_loaded", set())  # as in a fresh web process: nothing loaded yet
+    monkeypatch.setattr(backbones, "_loaded", set())  # as in a fresh web process: nothing loaded yet
     assert client.get("/healthz").json()["model"] == "not loaded"
     sketch = "data:image/png;base64," + base64.b64encode(sketch_png(5)).decode()
     assert client.post("/api/search/", {"image": sketch}, content_type="application/json").status_code == 200

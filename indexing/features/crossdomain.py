@@ -260,6 +260,23 @@ class JointFit:
     epochs: int = 0
 
 
+def _contrastive_loss(a: Any, p: Any, labels: Any, ph_idx: Any, *, temperature: float, instance_weight: float) -> Any:
+    """The loss of :func:`fit_joint_head` on one batch: sketch embeddings ``a`` against photo embeddings ``p``."""
+    import tensorflow as tf
+
+    logits = tf.matmul(a, p, transpose_b=True) / temperature  # (n, n) sketch x photo cosine / T
+    same = tf.cast(tf.equal(labels[:, None], labels[None, :]), tf.float32)
+    # Category: soft targets spread evenly over the same-class photos of the batch (multi-positive InfoNCE).
+    category_targets = same / tf.reduce_sum(same, axis=1, keepdims=True)
+    category = tf.nn.softmax_cross_entropy_with_logits(category_targets, logits)
+    category_t = tf.nn.softmax_cross_entropy_with_logits(tf.transpose(category_targets), tf.transpose(logits))
+    # Instance: the sketch's own photo against every other photo of the batch (duplicates share the target).
+    own = tf.cast(tf.equal(ph_idx[:, None], ph_idx[None, :]), tf.float32)
+    instance = tf.nn.softmax_cross_entropy_with_logits(own / tf.reduce_sum(own, axis=1, keepdims=True), logits)
+    category = (category + category_t) / 2.0
+    return tf.reduce_mean(category) + instance_weight * tf.reduce_mean(instance)
+
+
 def fit_joint_head(
     sketch_branch: keras.Model,
     photo_branch: keras.Model,
@@ -317,17 +334,7 @@ def fit_joint_head(
         with tf.GradientTape() as tape:
             a = sketch_branch(tf.gather(sk_all, sk_idx), training=True)
             p = photo_branch(tf.gather(ph_all, ph_idx), training=True)
-            logits = tf.matmul(a, p, transpose_b=True) / temperature  # (n, n) sketch x photo cosine / T
-            same = tf.cast(tf.equal(labels[:, None], labels[None, :]), tf.float32)
-            # Category: soft targets spread evenly over the same-class photos of the batch (multi-positive InfoNCE).
-            category_targets = same / tf.reduce_sum(same, axis=1, keepdims=True)
-            category = tf.nn.softmax_cross_entropy_with_logits(category_targets, logits)
-            category_t = tf.nn.softmax_cross_entropy_with_logits(tf.transpose(category_targets), tf.transpose(logits))
-            # Instance: the sketch's own photo against every other photo of the batch (duplicates share the target).
-            own = tf.cast(tf.equal(ph_idx[:, None], ph_idx[None, :]), tf.float32)
-            instance = tf.nn.softmax_cross_entropy_with_logits(own / tf.reduce_sum(own, axis=1, keepdims=True), logits)
-            category = (category + category_t) / 2.0
-            loss = tf.reduce_mean(category) + instance_weight * tf.reduce_mean(instance)
+            loss = _contrastive_loss(a, p, labels, ph_idx, temperature=temperature, instance_weight=instance_weight)
         grads = tape.gradient(loss, weights)
         optimizer.apply_gradients(zip(grads, weights, strict=True))
         return loss

@@ -6,8 +6,9 @@ fixed function of the image, so it runs once per image and training reads the ca
 
 - ``head-only``: the cache is the base's L2-normalised pooled vector (the stored Feature rows); only the head
   trains. The one strategy for ``mobilenet_v1`` (a quantised TFLite graph, not trainable).
-- ``two-blocks``: the cache is the input of the last two blocks (``CUT_LAYERS``), kept as float16; phase 1
-  trains the head on the pooled vectors computed from it, phase 2 trains the two blocks and the head jointly.
+- ``two-blocks``: the cache is the input of the last two blocks (the backbone's registered
+  ``BackboneSpec.cut_layer``), kept as float16; phase 1 trains the head on the pooled vectors computed from it,
+  phase 2 trains the two blocks and the head jointly.
 - ``all``: phase 2 trains the whole base on the images themselves (only sensible on a small subset here).
 """
 
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
     import keras
 
 __all__ = [
-    "CUT_LAYERS",
-    "PIXEL_SCALING",
     "STRATEGIES",
     "FitResult",
     "class_recall",
@@ -47,11 +46,6 @@ __all__ = [
 ]
 
 STRATEGIES = ("head-only", "two-blocks", "all")
-# The layer whose output feeds the last two blocks: InceptionV3's mixed9 and mixed10 read mixed8; Darknet-Tiny's
-# last two stages (conv 7-10 and conv 11-14) follow its third max pooling.
-CUT_LAYERS = {"inception_v3": "mixed8", "darknet_tiny": "max_pooling2d_3"}
-# The pixel scaling each Keras backbone applies before its network (see backbones.py): x * scale + offset.
-PIXEL_SCALING = {"inception_v3": (1.0 / 127.5, -1.0), "darknet_tiny": (1.0 / 255.0, 0.0)}
 HEAD_LEARNING_RATE = 1e-3
 # Phase 2 moves pretrained convolution weights, so it runs 10x slower, as the paper's Keras recipe does.
 FINE_TUNE_LEARNING_RATE = 1e-4
@@ -170,51 +164,54 @@ def fit_head(
     started = time.perf_counter()
     features = np.asarray(features, dtype=np.float32)
     targets = np.asarray(targets, dtype=np.int64)
-    dim = features.shape[1]
     callbacks = _callbacks(patience, validation is not None and len(validation[1]) > 0)
+    optimizer = keras.optimizers.Adam(learning_rate)
+    fit_options = {"epochs": epochs, "batch_size": batch_size, "verbose": verbose}
     if model == SIAMESE_MODEL:
-        siamese, core = build_siamese(dim, seed=seed)
-        siamese.compile(
-            optimizer=keras.optimizers.Adam(learning_rate), loss="binary_crossentropy", metrics=["accuracy"]
-        )
-        left, right, same = siamese_pairs(targets, pairs_per_row * len(targets), seed=seed)
-        val_data = None
-        if callbacks and validation is not None:
-            v_features, v_targets = validation
-            try:
-                vl, vr, vs = siamese_pairs(v_targets, max(2, pairs_per_row * len(v_targets)), seed=seed + 1)
-                val_data = ((v_features[vl], v_features[vr]), vs)
-            except ValueError:  # too few validation rows for a same-class pair: train without early stopping
-                callbacks = []
-        history = siamese.fit(
-            (features[left], features[right]),
-            same,
-            validation_data=val_data,
-            epochs=epochs,
-            batch_size=batch_size,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
-        result = FitResult(head=core)
+        result = _fit_siamese(features, targets, optimizer, validation, callbacks, pairs_per_row, seed, fit_options)
     else:
-        head = build_classifier_head(model, dim, num_classes, seed=seed)
-        head.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        head = build_classifier_head(model, features.shape[1], num_classes, seed=seed)
+        head.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         history = head.fit(
             features,
             targets,
             validation_data=validation if callbacks else None,
-            epochs=epochs,
-            batch_size=batch_size,
             callbacks=callbacks,
-            verbose=verbose,
+            **fit_options,
         )
         result = FitResult(head=head)
-    result.extend(history.history)
+        result.extend(history.history)
     result.seconds = time.perf_counter() - started
+    return result
+
+
+def _fit_siamese(
+    features: np.ndarray,
+    targets: np.ndarray,
+    optimizer: Any,
+    validation: tuple[np.ndarray, np.ndarray] | None,
+    callbacks: list[Any],
+    pairs_per_row: int,
+    seed: int,
+    fit_options: dict[str, Any],
+) -> FitResult:
+    """Model 3 of :func:`fit_head`: the siamese network on balanced same/different pairs; its core is the head."""
+    siamese, core = build_siamese(features.shape[1], seed=seed)
+    siamese.compile(optimizer=optimizer, loss="binary_crossentropy", metrics=["accuracy"])
+    left, right, same = siamese_pairs(targets, pairs_per_row * len(targets), seed=seed)
+    val_data = None
+    if callbacks and validation is not None:
+        v_features, v_targets = validation
+        try:
+            vl, vr, vs = siamese_pairs(v_targets, max(2, pairs_per_row * len(v_targets)), seed=seed + 1)
+            val_data = ((v_features[vl], v_features[vr]), vs)
+        except ValueError:  # too few validation rows for a same-class pair: train without early stopping
+            callbacks = []
+    history = siamese.fit(
+        (features[left], features[right]), same, validation_data=val_data, callbacks=callbacks, **fit_options
+    )
+    result = FitResult(head=core)
+    result.extend(history.history)
     return result
 
 
@@ -223,7 +220,7 @@ def frozen_and_tail(base: keras.Model, cut_layer: str) -> tuple[keras.Model, ker
 
     Args:
         base: A Keras model ``image -> pooled vector``.
-        cut_layer: The layer whose output is the tail's input (see ``CUT_LAYERS``).
+        cut_layer: The layer whose output is the tail's input (the backbone's ``BackboneSpec.cut_layer``).
 
     Returns:
         ``(frozen, tail)``: ``image -> cut activation`` and ``cut activation -> pooled vector``. Training the tail
@@ -262,8 +259,8 @@ def whole_trunk(base: keras.Model, scale: float, offset: float) -> keras.Model:
 
     Args:
         base: A Keras model ``scaled image -> pooled vector``.
-        scale: See ``PIXEL_SCALING``.
-        offset: See ``PIXEL_SCALING``.
+        scale: See ``BackboneSpec.pixel_scaling``.
+        offset: See ``BackboneSpec.pixel_scaling``.
 
     Returns:
         ``(None, s, s, 3) -> (None, dim)``; its base layers are ``base``'s own.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,11 +9,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.db import transaction
 
-from indexing.features.backbones import Backbone, backbone_spec, load_backbone, warm_up
+from indexing.features.backbones import Backbone, backbone_spec
 from indexing.features.crossdomain import JointBackbone
 from indexing.features.pipeline import ImageKind, embed_images
 from indexing.features.preprocess import DEFAULT_SKETCH_DILATE
+from indexing.features.vectors import vector_from_bytes, vector_to_bytes
 from indexing.models import Collection, Extractor, Feature, Image
+from indexing.services.backbones import backbone_load, extractor_backbone
 from indexing.services.updates import index_images_add
 
 CHUNK_SIZE = 64
@@ -33,7 +34,7 @@ def extractor_get_or_create(*, name: str | None = None, backbone: str, weights: 
                 f"not {backbone} / {weights}"
             )
         return existing
-    model = extractor_backbone_load(backbone=backbone, weights=weights)
+    model = backbone_load(backbone=backbone, weights=weights)
     return Extractor.objects.create(
         name=name,
         backbone=backbone,
@@ -48,36 +49,6 @@ def extractor_get_or_create(*, name: str | None = None, backbone: str, weights: 
 
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text.rsplit("/", 1)[-1].lower())[:40]
-
-
-@functools.lru_cache(maxsize=4)
-def extractor_backbone_load(*, backbone: str, weights: str) -> Backbone:
-    """Load a backbone once per process and warm it up (web and worker processes share this cache)."""
-    model = load_backbone(backbone, weights=weights)
-    warm_up(model)
-    return model
-
-
-_loaded: set[tuple[str, str]] = set()
-
-
-def extractor_backbone(extractor: Extractor) -> Backbone:
-    if extractor.head:
-        # A trained head (Models 1-5, indexing/services/training.py): its base backbone followed by the head's
-        # retrieval layer, L2-normalised. Imported here because training imports this module.
-        from indexing.services.training import extractor_head_backbone
-
-        head_backbone = extractor_head_backbone(extractor)
-        _loaded.add((extractor.backbone, extractor.weights))
-        return head_backbone
-    backbone = extractor_backbone_load(backbone=extractor.backbone, weights=extractor.weights)
-    _loaded.add((extractor.backbone, extractor.weights))
-    return backbone
-
-
-def extractor_is_loaded(extractor: Extractor) -> bool:
-    """Whether this process has loaded (and warmed up) the extractor's model already."""
-    return (extractor.backbone, extractor.weights) in _loaded
 
 
 @dataclass
@@ -105,7 +76,7 @@ def features_upsert(*, extractor: Extractor, image_ids: np.ndarray, vectors: np.
     if len(image_ids) == 0:
         return 0
     rows = [
-        Feature(image_id=int(image_id), extractor=extractor, vector=np.asarray(vector, dtype="<f4").tobytes())
+        Feature(image_id=int(image_id), extractor=extractor, vector=vector_to_bytes(vector))
         for image_id, vector in zip(image_ids, vectors, strict=True)
     ]
     with transaction.atomic():
@@ -128,7 +99,7 @@ def features_read(*, extractor: Extractor, image_ids: np.ndarray) -> tuple[np.nd
     )
     vectors = np.empty((len(rows), extractor.output_dim), dtype=np.float32)
     for position, (_, blob) in enumerate(rows):
-        vectors[position] = np.frombuffer(bytes(blob), dtype="<f4", count=extractor.output_dim)
+        vectors[position] = vector_from_bytes(blob, count=extractor.output_dim)
     return np.array([r[0] for r in rows], dtype=np.int64), vectors
 
 

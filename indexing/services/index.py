@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -13,13 +14,18 @@ from django.db.models import Count, Max, Q
 from django.utils import timezone
 
 from indexing.lsh.autotune import DEFAULT_TARGET_RECALL, autotune
-from indexing.lsh.hashing import fit_center, make_family
+from indexing.lsh.hashing import family_params, fit_center, make_family
 from indexing.lsh.stats import BucketStats, bucket_stats
 from indexing.models import Bucket, BucketEntry, Collection, Extractor, HashTable, LSHIndex
 from indexing.selectors import features_load, index_get_active
 from indexing.services.updates import additions_marker, additions_replay
 from indexing.serving import vector_file_build, vector_folder
 from indexing.stores import bucket_entries_write, buckets_write
+
+# The one set of build defaults the build_index command, index_build_task and setup_demo share: SimHash, centred
+# on the collection mean, L, K and probes tuned (indexing.lsh.autotune) unless given.
+DEFAULT_FAMILY = "binary"
+DEFAULT_CENTER = True
 
 
 @transaction.atomic
@@ -71,7 +77,7 @@ def index_build(
     hashes_per_table: int | None = None,
     probes: int | None = None,
     target_recall: float = DEFAULT_TARGET_RECALL,
-    w: float = 4.0,
+    params: dict[str, Any] | None = None,  # the family's own, e.g. {"w": 2.0} (indexing.lsh.hashing.family_params)
     seed: int = 0,
     center: bool = False,
     name: str = "default",
@@ -86,6 +92,7 @@ def index_build(
     """
     started = time.perf_counter()
     seen = additions_marker()  # before the features are read: later additions are replayed at the activation
+    own = family_params(family, **(params or {}))  # the family's own parameters, as the row stores them
     matrix = features_load(extractor=extractor, collection_ids=[c.pk for c in collections])
     if matrix.image_ids.shape[0] == 0:
         names = ", ".join(c.name for c in collections)
@@ -97,7 +104,7 @@ def index_build(
         else:
             grid = None if num_tables is None or hashes_per_table is None else [(num_tables, hashes_per_table)]
             tuned = autotune(
-                matrix.vectors, family=family, target_recall=target_recall, grid=grid, center=center, w=w, seed=seed
+                matrix.vectors, family=family, target_recall=target_recall, grid=grid, center=center, seed=seed, **own
             )
             num_tables, hashes_per_table = tuned.chosen.num_tables, tuned.chosen.hashes_per_table
             tuning = tuned.as_dict()
@@ -111,7 +118,7 @@ def index_build(
         matrix.vectors.shape[1],
         num_tables=num_tables,
         hashes_per_table=hashes_per_table,
-        w=w,
+        **own,
         seed=seed,
         center=mean,
     )
@@ -125,7 +132,7 @@ def index_build(
             family=family,
             num_tables=num_tables,
             hashes_per_table=hashes_per_table,
-            w=w,
+            params=own,
             seed=seed,
             center=mean.astype("<f4").tobytes() if mean is not None else None,
             probes=probes,
@@ -184,7 +191,7 @@ def index_reindex(*, extractor: Extractor | None = None, name: str = "default") 
         hashes_per_table=None if "hashes_per_table" in tuned else active.hashes_per_table,
         probes=None if "probes" in tuned else active.probes,
         target_recall=float((active.tuning or {}).get("target_recall", DEFAULT_TARGET_RECALL)),
-        w=active.w,
+        params=active.params,
         seed=active.seed,
         center=active.center is not None,
         name=name,

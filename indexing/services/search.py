@@ -20,7 +20,7 @@ from indexing.features.preprocess import QUERY_DECODE_SIDE, is_blank, load_image
 from indexing.lsh.codes import shortlist
 from indexing.models import Collection, Feature, Image, LSHIndex
 from indexing.selectors import index_get_default
-from indexing.services.extraction import extractor_backbone
+from indexing.services.backbones import extractor_backbone
 from indexing.serving import LoadedIndex, index_cache
 
 MAX_TOP_K = 500

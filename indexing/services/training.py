@@ -2,14 +2,14 @@
 
 The numerical work is in ``indexing.features.heads`` / ``indexing.features.training`` (no Django); this module
 loads the data (stored Feature rows of the base extractor where they exist), saves the ``.keras`` file and the
-training-curve PNG under ``MEDIA_ROOT/extractors/``, and builds the Backbone of a trained extractor.
+training-curve PNG under ``MEDIA_ROOT/extractors/``. Running a trained extractor is ``indexing.services.backbones``;
+comparing them, ``indexing.services.comparison``.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,13 @@ import numpy as np
 from django.conf import settings
 from django.db import transaction
 
-from indexing.features.backbones import Backbone, available_backbones, l2_normalize, load_backbone, warm_up
-from indexing.features.crossdomain import JOINT_HEAD, PHOTO_INPUTS, JointBackbone, load_joint_head, save_joint_head
-from indexing.features.heads import SIAMESE_MODEL, HeadBackbone, head_name, head_param_count, load_head
-from indexing.features.pipeline import prepare_image
+from indexing.features.backbones import BACKBONES, available_backbones, l2_normalize, load_backbone
+from indexing.features.crossdomain import JOINT_HEAD, PHOTO_INPUTS, save_joint_head
+from indexing.features.heads import SIAMESE_MODEL, head_name, head_param_count
+from indexing.features.pipeline import ImageKind
 from indexing.features.sketch_head import RETRIEVAL_LAYER as SKETCH_RETRIEVAL_LAYER
 from indexing.features.sketch_head import SHIPPED_HEAD, load_head_file
 from indexing.features.training import (
-    CUT_LAYERS,
-    PIXEL_SCALING,
     STRATEGIES,
     FitResult,
     class_recall,
@@ -42,11 +40,11 @@ from indexing.features.training import (
     whole_trunk,
 )
 from indexing.models import Collection, Extractor, Feature, Image
-from indexing.selectors import features_load
 from indexing.services import extraction
+from indexing.services.backbones import SKETCH_HEAD, head_backbones_cache_clear
+from indexing.services.training_data import Split, features_split, images_split
 
 EXTRACTORS_DIR = "extractors"  # under MEDIA_ROOT, where Extractor.weights_file points
-SKETCH_HEAD = "sketch"  # Extractor.head of the served sketch head (indexing.features.sketch_head)
 SKETCH_EXTRACTOR = "mobilenet_v1-sketch"  # the shipped head's Extractor row
 TRAINED_WEIGHTS = "trained"
 
@@ -73,13 +71,6 @@ class TrainingReport:
         )
 
 
-@dataclass
-class _Split:
-    image_ids: np.ndarray  # (n,) int64
-    inputs: np.ndarray  # (n, dim) base vectors, or (n, ...) cut activations / images for fine-tuning
-    labels: np.ndarray  # (n,) str
-
-
 def base_extractor_resolve(backbone: str) -> Extractor:
     """The untrained extractor of ``backbone``: an existing head-less row, else a new row for a registered one."""
     existing = (
@@ -96,53 +87,13 @@ def base_extractor_resolve(backbone: str) -> Extractor:
         raise TrainingError(str(exc)) from exc
 
 
-def _collection_resolve(name: str) -> Collection:
+def collection_resolve(name: str) -> Collection:
+    """The collection named ``name``; a TrainingError naming the known ones otherwise."""
     collection = Collection.objects.filter(name=name).first()
     if collection is None:
         known = ", ".join(Collection.objects.values_list("name", flat=True)) or "none"
         raise TrainingError(f"unknown collection {name!r} (known: {known})")
     return collection
-
-
-def _limit_per_class(ids: np.ndarray, labels: np.ndarray, per_class: int | None) -> np.ndarray:
-    """Rows to keep: the first ``per_class`` of each label by image id (all when None)."""
-    if per_class is None:
-        return np.arange(len(ids))
-    keep = np.concatenate([np.flatnonzero(labels == label)[:per_class] for label in np.unique(labels)])
-    return np.sort(keep)
-
-
-def _features_split(*, base: Extractor, collection: Collection, split: str, per_class: int | None) -> _Split:
-    matrix = features_load(extractor=base, collection_ids=[collection.pk], split=split)
-    labelled = matrix.labels != ""
-    ids, vectors, labels = matrix.image_ids[labelled], matrix.vectors[labelled], matrix.labels[labelled]
-    keep = _limit_per_class(ids, labels, per_class)
-    return _Split(ids[keep], vectors[keep], labels[keep])
-
-
-def _image_split(
-    *, collection: Collection, split: str, per_class: int | None
-) -> tuple[np.ndarray, list[str], np.ndarray]:
-    rows = list(
-        Image.objects.filter(collection=collection, split=split)
-        .exclude(label="")
-        .order_by("pk")
-        .values_list("pk", "file", "label")
-    )
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    labels = np.array([r[2] for r in rows], dtype=str) if rows else np.empty(0, str)
-    keep = _limit_per_class(ids, labels, per_class)
-    return ids[keep], [rows[i][1] for i in keep], labels[keep]
-
-
-def _prepared_images(files: list[str], size: int, kind: str) -> np.ndarray:
-    """Decode and preprocess image files exactly as extraction does, in a small thread pool."""
-    from django.core.files.storage import default_storage
-
-    prepare = functools.partial(prepare_image, size=size, kind=kind)  # type: ignore[arg-type]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        arrays = list(pool.map(lambda name: prepare(default_storage.path(name)), files))
-    return np.stack(arrays) if arrays else np.zeros((0, size, size, 3), np.uint8)
 
 
 def _save_curve(name: str, fit: FitResult, title: str) -> str:
@@ -171,6 +122,108 @@ def extractor_train(
     verbose: int = 0,
 ) -> TrainingReport:
     """Train Model ``model`` on ``collection_name`` over ``backbone`` and store it as a new Extractor row."""
+    _request_check(model=model, strategy=strategy, epochs=epochs, batch_size=batch_size, val_fraction=val_fraction)
+    run = _run_resolve(
+        collection_name=collection_name, backbone=backbone, model=model, strategy=strategy, name=name, replace=replace
+    )
+    train, test = _splits_load(run, train_per_class=train_per_class, test_per_class=test_per_class)
+    classes = np.unique(train.labels)
+    fit_rows, val_rows = stratified_split(train.labels, val_fraction, seed=seed)
+    started = time.perf_counter()
+    inputs = _inputs_cache(run, train, test)
+    base_map = scan_map(inputs.test_vectors, inputs.test.labels, inputs.train_vectors, inputs.train.labels)
+    fit = _fit(
+        run,
+        inputs,
+        np.searchsorted(classes, train.labels),
+        (fit_rows, val_rows),
+        num_classes=len(classes),
+        epochs=epochs,
+        fine_tune_epochs=fine_tune_epochs,
+        batch_size=batch_size,
+        seed=seed,
+        verbose=verbose,
+    )
+    fit.seconds = time.perf_counter() - started
+    score = _score(run.model, fit, inputs, classes, layer)
+    weights_name, curve, base_params = _files_write(run, fit, inputs)
+    subset = (
+        "all images"
+        if train_per_class is None and test_per_class is None
+        else f"subset: {len(train.labels)} train / {len(test.labels)} test images"
+    )
+    details = _details(
+        run,
+        fit,
+        score,
+        classes=classes,
+        layer=layer,
+        options={"max_epochs": epochs, "batch_size": batch_size, "val_fraction": val_fraction, "seed": seed},
+        counts={
+            "train_images": int(len(fit_rows)),
+            "val_images": int(len(val_rows)),
+            "test_queries": int(len(test.labels)),
+            "gallery_size": int(len(train.labels)),
+        },
+        subset=subset,
+        base_map=base_map,
+        curve=curve,
+    )
+    fields = {
+        "backbone": run.base.backbone,
+        "head": run.head,
+        "weights": TRAINED_WEIGHTS,
+        "input_size": run.base.input_size,
+        "output_dim": score.retrieval_width,
+        "param_count": base_params + score.head_params,
+        "details": details,
+    }
+    trained = _trained_extractor_save(
+        name=run.name, existing=run.existing, fields=fields, weights_name=weights_name, notes=run.notes
+    )
+    return TrainingReport(extractor=trained, base_test_map=base_map, subset=subset, notes=run.notes)
+
+
+@dataclass
+class _Run:
+    """One training request, resolved: what every step of :func:`extractor_train` reads."""
+
+    collection: Collection
+    base: Extractor
+    model: int
+    head: str
+    strategy: str
+    name: str
+    existing: Extractor | None
+    notes: list[str] = field(default_factory=list)
+    # Where the strategy fine-tunes the base: its registered cut layer and pixel scaling (BackboneSpec).
+    cut_layer: str = ""
+    pixel_scaling: tuple[float, float] = (1.0, 0.0)
+
+
+@dataclass
+class _Inputs:
+    """What the head trains on: the splits (cut activations for ``two-blocks``) and their pooled vectors."""
+
+    train: Split
+    test: Split
+    train_vectors: np.ndarray
+    test_vectors: np.ndarray
+    trunk: Any = None  # the trainable part of the base (None for head-only)
+    base_model: Any = None  # the whole Keras base (None for head-only)
+
+
+@dataclass
+class _Score:
+    test_accuracy: float
+    per_class_recall: dict[str, float]
+    test_map: float
+    recall_method: str
+    head_params: int
+    retrieval_width: int
+
+
+def _request_check(*, model: int, strategy: str, epochs: int, batch_size: int, val_fraction: float) -> None:
     if model not in (1, 2, 3, 4, 5):
         raise TrainingError(f"model must be 1..5, got {model!r}")
     if strategy not in STRATEGIES:
@@ -179,10 +232,16 @@ def extractor_train(
         raise TrainingError(f"epochs and batch size must be >= 1, got {epochs} and {batch_size}")
     if not 0.0 <= val_fraction < 1.0:
         raise TrainingError(f"val fraction must be in [0, 1), got {val_fraction}")
-    collection = _collection_resolve(collection_name)
+
+
+def _run_resolve(
+    *, collection_name: str, backbone: str, model: int, strategy: str, name: str | None, replace: bool
+) -> _Run:
+    collection = collection_resolve(collection_name)
     base = base_extractor_resolve(backbone)
+    spec = BACKBONES.get(base.backbone)
     if strategy != "head-only":
-        if base.backbone not in CUT_LAYERS:
+        if spec is None or spec.cut_layer is None or spec.pixel_scaling is None:
             raise TrainingError(
                 f"backbone {base.backbone} cannot be fine-tuned (not a trainable Keras model): use --strategy head-only"
             )
@@ -194,10 +253,16 @@ def extractor_train(
     existing = Extractor.objects.filter(name=name).first()
     if existing is not None and not replace:
         raise TrainingError(f"extractor {name!r} exists: pass --name for another name or --replace")
+    run = _Run(collection, base, model, head, strategy, name, existing)
+    if strategy != "head-only" and spec is not None and spec.cut_layer and spec.pixel_scaling:
+        run.cut_layer, run.pixel_scaling = spec.cut_layer, spec.pixel_scaling
+    return run
 
-    notes: list[str] = []
-    kind = "photo" if collection.kind == Collection.Kind.PHOTOS else "sketch"
-    if strategy == "head-only":
+
+def _splits_load(run: _Run, *, train_per_class: int | None, test_per_class: int | None) -> tuple[Split, Split]:
+    """The train and test splits: stored base vectors (head-only) or prepared images; test only of trained classes."""
+    collection, base = run.collection, run.base
+    if run.strategy == "head-only":
         # Reuse the stored Feature rows of the base; embed only the images that have none yet.
         missing = (
             Image.objects.filter(collection=collection)
@@ -205,153 +270,163 @@ def extractor_train(
             .count()
         )
         if missing:
-            notes.append(f"embedded {missing} images without a {base.name} vector first")
+            run.notes.append(f"embedded {missing} images without a {base.name} vector first")
             extraction.collection_extract_features(collection=collection, extractor=base)
-        train = _features_split(base=base, collection=collection, split=Image.Split.TRAIN, per_class=train_per_class)
-        test = _features_split(base=base, collection=collection, split=Image.Split.TEST, per_class=test_per_class)
+        train = features_split(base=base, collection=collection, split=Image.Split.TRAIN, per_class=train_per_class)
+        test = features_split(base=base, collection=collection, split=Image.Split.TEST, per_class=test_per_class)
     else:
-        train_ids, train_files, train_labels = _image_split(
-            collection=collection, split=Image.Split.TRAIN, per_class=train_per_class
-        )
-        test_ids, test_files, test_labels = _image_split(
-            collection=collection, split=Image.Split.TEST, per_class=test_per_class
-        )
-        train = _Split(train_ids, _prepared_images(train_files, base.input_size, kind), train_labels)
-        test = _Split(test_ids, _prepared_images(test_files, base.input_size, kind), test_labels)
-
+        kind: ImageKind = "photo" if collection.kind == Collection.Kind.PHOTOS else "sketch"
+        load = functools.partial(images_split, collection=collection, size=base.input_size, kind=kind)
+        train = load(split=Image.Split.TRAIN, per_class=train_per_class)
+        test = load(split=Image.Split.TEST, per_class=test_per_class)
     classes = np.unique(train.labels)
     if len(classes) < 2:
         raise TrainingError(f"collection {collection.name} needs at least two labelled classes in its train split")
     in_train = np.isin(test.labels, classes)
-    test = _Split(test.image_ids[in_train], test.inputs[in_train], test.labels[in_train])
+    test = Split(test.image_ids[in_train], test.inputs[in_train], test.labels[in_train])
     if len(test.labels) == 0:
         raise TrainingError(f"collection {collection.name} has no labelled test image of a trained class")
-    train_targets = np.searchsorted(classes, train.labels)
-    fit_rows, val_rows = stratified_split(train.labels, val_fraction, seed=seed)
+    return train, test
 
-    started = time.perf_counter()
-    trunk = None
-    if strategy == "head-only":
-        train_vectors, test_vectors = train.inputs, test.inputs
+
+def _inputs_cache(run: _Run, train: Split, test: Split) -> _Inputs:
+    """Run the frozen part of the base once per image: what the head (and the fine-tuned blocks) train on."""
+    if run.strategy == "head-only":
+        return _Inputs(train, test, train.inputs, test.inputs)
+    keras_base = load_backbone(run.base.backbone, weights=run.base.weights, input_size=run.base.input_size)
+    base_model = keras_base.model  # type: ignore[attr-defined]
+    scale, offset = run.pixel_scaling
+    if run.strategy == "two-blocks":
+        frozen, trunk = frozen_and_tail(base_model, run.cut_layer)
+        # The frozen front runs once per image; its output is the cache the two blocks train on.
+        front = functools.partial(_scaled_forward, frozen, scale, offset)
+        train = Split(train.image_ids, predict_in_batches(front, train.inputs, 32).astype(np.float16), train.labels)
+        test = Split(test.image_ids, predict_in_batches(front, test.inputs, 32).astype(np.float16), test.labels)
     else:
-        keras_base = load_backbone(base.backbone, weights=base.weights, input_size=base.input_size)
-        base_model = keras_base.model  # type: ignore[attr-defined]
-        scale, offset = PIXEL_SCALING[base.backbone]
-        if strategy == "two-blocks":
-            frozen, trunk = frozen_and_tail(base_model, CUT_LAYERS[base.backbone])
-            # The frozen front runs once per image; its output is the cache the two blocks train on.
-            front = functools.partial(_scaled_forward, frozen, scale, offset)
-            train = _Split(
-                train.image_ids, predict_in_batches(front, train.inputs, 32).astype(np.float16), train.labels
-            )
-            test = _Split(test.image_ids, predict_in_batches(front, test.inputs, 32).astype(np.float16), test.labels)
-        else:
-            trunk = whole_trunk(base_model, scale, offset)
-        train_vectors = _pooled(trunk, train.inputs)
-        test_vectors = _pooled(trunk, test.inputs)
-        notes.append(f"cached {strategy} inputs of {len(train.labels) + len(test.labels)} images")
-    base_map = scan_map(test_vectors, test.labels, train_vectors, train.labels)
+        trunk = whole_trunk(base_model, scale, offset)
+    run.notes.append(f"cached {run.strategy} inputs of {len(train.labels) + len(test.labels)} images")
+    return _Inputs(train, test, _pooled(trunk, train.inputs), _pooled(trunk, test.inputs), trunk, base_model)
 
-    validation = (train_vectors[val_rows], train_targets[val_rows]) if len(val_rows) else None
+
+def _fit(
+    run: _Run,
+    inputs: _Inputs,
+    targets: np.ndarray,
+    rows: tuple[np.ndarray, np.ndarray],
+    *,
+    num_classes: int,
+    epochs: int,
+    fine_tune_epochs: int | None,
+    batch_size: int,
+    seed: int,
+    verbose: int,
+) -> FitResult:
+    """Phase 1 (the head on the pooled vectors) and, for a fine-tuning strategy, phase 2 (blocks and head)."""
+    fit_rows, val_rows = rows
+    vectors = inputs.train_vectors
     fit = fit_head(
-        model,
-        train_vectors[fit_rows],
-        train_targets[fit_rows],
-        num_classes=len(classes),
-        validation=validation,
+        run.model,
+        vectors[fit_rows],
+        targets[fit_rows],
+        num_classes=num_classes,
+        validation=(vectors[val_rows], targets[val_rows]) if len(val_rows) else None,
         epochs=epochs,
         batch_size=batch_size,
         seed=seed,
         verbose=verbose,
     )
-    if trunk is not None:
+    if inputs.trunk is not None:
         # Phase 2 of the paper's procedure: unfreeze, train the blocks and the head jointly at a lower rate.
-        joint, history = fine_tune(
-            trunk,
+        train = inputs.train
+        _, history = fine_tune(
+            inputs.trunk,
             fit.head,
             train.inputs[fit_rows],
-            train_targets[fit_rows],
-            validation=(train.inputs[val_rows], train_targets[val_rows]) if len(val_rows) else None,
+            targets[fit_rows],
+            validation=(train.inputs[val_rows], targets[val_rows]) if len(val_rows) else None,
             epochs=fine_tune_epochs or max(1, epochs // 3),
             batch_size=min(batch_size, 32),
             seed=seed,
             verbose=verbose,
         )
         fit.extend(history)
-        train_vectors = _pooled(trunk, train.inputs)
-        test_vectors = _pooled(trunk, test.inputs)
-    fit.seconds = time.perf_counter() - started
+        inputs.train_vectors = _pooled(inputs.trunk, train.inputs)
+        inputs.test_vectors = _pooled(inputs.trunk, inputs.test.inputs)
+    return fit
 
-    # Score: classifier on the test split, and the retrieval embedding (test queries vs the train gallery).
-    gallery = head_embed(fit.head, train_vectors, layer)
-    queries = head_embed(fit.head, test_vectors, layer)
+
+def _score(model: int, fit: FitResult, inputs: _Inputs, classes: np.ndarray, layer: str | None) -> _Score:
+    """The classifier on the test split, and the retrieval embedding (test queries vs the train gallery)."""
+    train, test = inputs.train, inputs.test
+    gallery = head_embed(fit.head, inputs.train_vectors, layer)
+    queries = head_embed(fit.head, inputs.test_vectors, layer)
     if model == SIAMESE_MODEL:
         predicted = nearest_neighbour_labels(queries, gallery, train.labels)
         recall_method = "1-NN of the siamese embedding against the train split"
     else:
-        probabilities = predict_in_batches(lambda x: fit.head(x, training=False), test_vectors, 512)
+        probabilities = predict_in_batches(lambda x: fit.head(x, training=False), inputs.test_vectors, 512)
         predicted = classes[np.argmax(probabilities, axis=1)]
         recall_method = "softmax classifier"
     accuracy, per_class = class_recall(predicted, test.labels)
-    test_map = scan_map(queries, test.labels, gallery, train.labels)
+    return _Score(
+        test_accuracy=accuracy,
+        per_class_recall=per_class,
+        test_map=scan_map(queries, test.labels, gallery, train.labels),
+        recall_method=recall_method,
+        head_params=head_param_count(model, int(inputs.train_vectors.shape[1]), len(classes)),
+        retrieval_width=int(queries.shape[1]),
+    )
 
-    head_params = head_param_count(model, int(train_vectors.shape[1]), len(classes))
-    retrieval_width = int(queries.shape[1])
+
+def _files_write(run: _Run, fit: FitResult, inputs: _Inputs) -> tuple[str, str, int]:
+    """Save the head (or the fine-tuned bundle) and its curve; returns (weights name, curve name, base params)."""
     folder = Path(settings.MEDIA_ROOT) / EXTRACTORS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    weights_name = f"{EXTRACTORS_DIR}/{name}.keras"
-    if trunk is None:
-        fit.head.save(folder / f"{name}.keras")
-        base_params = base.param_count
+    if inputs.trunk is None:
+        fit.head.save(folder / f"{run.name}.keras")
+        base_params = int(run.base.param_count)
     else:
-        _bundle(base_model, fit.head).save(folder / f"{name}.keras")
-        base_params = int(base_model.count_params())
-    curve = _save_curve(name, fit, f"{name} on {collection.name} ({strategy})")
-    subset = (
-        "all images"
-        if train_per_class is None and test_per_class is None
-        else f"subset: {len(train.labels)} train / {len(test.labels)} test images"
-    )
-    details: dict[str, Any] = {
-        "strategy": strategy,
-        "collection": collection.name,
-        "base_extractor": base.name,
-        "base_weights": base.weights,
+        _bundle(inputs.base_model, fit.head).save(folder / f"{run.name}.keras")
+        base_params = int(inputs.base_model.count_params())
+    curve = _save_curve(run.name, fit, f"{run.name} on {run.collection.name} ({run.strategy})")
+    return f"{EXTRACTORS_DIR}/{run.name}.keras", curve, base_params
+
+
+def _details(
+    run: _Run,
+    fit: FitResult,
+    score: _Score,
+    *,
+    classes: np.ndarray,
+    layer: str | None,
+    options: dict[str, Any],
+    counts: dict[str, int],
+    subset: str,
+    base_map: float,
+    curve: str,
+) -> dict[str, Any]:
+    """Extractor.details of a trained head: how it was trained, on what, and how it scored."""
+    return {
+        "strategy": run.strategy,
+        "collection": run.collection.name,
+        "base_extractor": run.base.name,
+        "base_weights": run.base.weights,
         "retrieval_layer": layer or f"hidden_{_last_hidden(fit.head)}",
         "classes": [str(c) for c in classes],
         "epochs": fit.phase_epochs,
-        "max_epochs": epochs,
-        "batch_size": batch_size,
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "train_images": int(len(fit_rows)),
-        "val_images": int(len(val_rows)),
-        "test_queries": int(len(test.labels)),
-        "gallery_size": int(len(train.labels)),
+        **options,
+        **counts,
         "subset": subset,
-        "test_accuracy": accuracy,
-        "test_map": test_map,
+        "test_accuracy": score.test_accuracy,
+        "test_map": score.test_map,
         "base_test_map": base_map,
-        "per_class_recall": per_class,
-        "recall_method": recall_method,
-        "head_params": head_params,
+        "per_class_recall": score.per_class_recall,
+        "recall_method": score.recall_method,
+        "head_params": score.head_params,
         "training_seconds": round(fit.seconds, 2),
         "history": fit.history,
         "curve": curve,
     }
-    fields = {
-        "backbone": base.backbone,
-        "head": head,
-        "weights": TRAINED_WEIGHTS,
-        "input_size": base.input_size,
-        "output_dim": retrieval_width,
-        "param_count": base_params + head_params,
-        "details": details,
-    }
-    trained = _trained_extractor_save(
-        name=name, existing=existing, fields=fields, weights_name=weights_name, notes=notes
-    )
-    return TrainingReport(extractor=trained, base_test_map=base_map, subset=subset, notes=notes)
 
 
 def _trained_extractor_save(
@@ -398,71 +473,7 @@ def _bundle(base_model: Any, head: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Running a trained extractor
-
-
-def extractor_head_backbone(extractor: Extractor) -> Backbone:
-    """The Backbone of a trained extractor: its base (fine-tuned where it was) + the head's retrieval layer."""
-    details = extractor.details or {}
-    if extractor.head == SKETCH_HEAD:
-        # The served head (indexing.features.sketch_head): shipped in the package, or trained into MEDIA_ROOT.
-        file = Path(settings.MEDIA_ROOT) / str(extractor.weights_file.name) if extractor.weights_file else SHIPPED_HEAD
-        return _sketch_head_backbone_load(
-            name=extractor.name,
-            backbone=extractor.backbone,
-            base_weights=str(details.get("base_weights") or ""),
-            path=str(file),
-            mtime=file.stat().st_mtime if file.exists() else 0.0,
-        )
-    if not extractor.weights_file:
-        raise ValueError(f"extractor {extractor.name} has head {extractor.head!r} but no weights file")
-    path = Path(settings.MEDIA_ROOT) / str(extractor.weights_file.name)
-    if extractor.head == JOINT_HEAD:
-        return _joint_backbone_load(
-            name=extractor.name,
-            backbone=extractor.backbone,
-            base_weights=str(details.get("base_weights") or ""),
-            photo_input=str(details.get("photo_input") or "photo"),
-            path=str(path),
-            mtime=path.stat().st_mtime if path.exists() else 0.0,
-        )
-    return _head_backbone_load(
-        name=extractor.name,
-        backbone=extractor.backbone,
-        base_weights=str(details.get("base_weights") or ""),
-        input_size=extractor.input_size,
-        path=str(path),
-        layer=details.get("retrieval_layer"),
-        mtime=path.stat().st_mtime if path.exists() else 0.0,
-    )
-
-
-@functools.lru_cache(maxsize=4)
-def _head_backbone_load(
-    *, name: str, backbone: str, base_weights: str, input_size: int, path: str, layer: str | None, mtime: float
-) -> Backbone:
-    head, bundle = load_head(path)
-    weights = base_weights or None
-    if bundle is None:
-        # Head-only: the base is unchanged, so share the process-wide cached base backbone.
-        base = extraction.extractor_backbone_load(backbone=backbone, weights=weights or _default_weights(backbone))
-    else:
-        # Fine-tuned: a private copy of the base (the cached one must keep its pretrained weights).
-        base = load_backbone(backbone, weights=weights, input_size=input_size)
-        nested = next(lyr for lyr in bundle.layers if lyr.name not in ("head", "l2_normalize") and lyr.weights)
-        base.model.set_weights(nested.get_weights())  # type: ignore[attr-defined]
-    wrapper = HeadBackbone(base, head, name=name, layer=layer)
-    warm_up(wrapper)
-    return wrapper
-
-
-@functools.lru_cache(maxsize=4)
-def _sketch_head_backbone_load(*, name: str, backbone: str, base_weights: str, path: str, mtime: float) -> Backbone:
-    head, _, _ = load_head_file(path)
-    base = extraction.extractor_backbone_load(backbone=backbone, weights=base_weights or _default_weights(backbone))
-    wrapper = HeadBackbone(base, head, name=name, layer=SKETCH_RETRIEVAL_LAYER, weights="shipped")
-    warm_up(wrapper)
-    return wrapper
+# Storing the served heads
 
 
 def sketch_extractor_get_or_create(*, path: Path = SHIPPED_HEAD, name: str = SKETCH_EXTRACTOR) -> Extractor:
@@ -504,19 +515,8 @@ def sketch_extractor_get_or_create(*, path: Path = SHIPPED_HEAD, name: str = SKE
         weights_name = str(path.resolve().relative_to(media))
     notes: list[str] = []
     row = _trained_extractor_save(name=name, existing=existing, fields=fields, weights_name=weights_name, notes=notes)
-    _sketch_head_backbone_load.cache_clear()
+    head_backbones_cache_clear()
     return row
-
-
-@functools.lru_cache(maxsize=4)
-def _joint_backbone_load(
-    *, name: str, backbone: str, base_weights: str, photo_input: str, path: str, mtime: float
-) -> Backbone:
-    sketch_branch, photo_branch = load_joint_head(path)
-    base = extraction.extractor_backbone_load(backbone=backbone, weights=base_weights or _default_weights(backbone))
-    wrapper = JointBackbone(base, sketch_branch, photo_branch, name=name, photo_input=photo_input)
-    warm_up(wrapper)
-    return wrapper
 
 
 def joint_extractor_save(
@@ -574,126 +574,5 @@ def joint_extractor_save(
     }
     notes: list[str] = []
     row = _trained_extractor_save(name=name, existing=existing, fields=fields, weights_name=weights_name, notes=notes)
-    _joint_backbone_load.cache_clear()
+    head_backbones_cache_clear()
     return row, notes
-
-
-def _default_weights(backbone: str) -> str:
-    from indexing.features.backbones import backbone_spec
-
-    try:
-        return backbone_spec(backbone).default_weights
-    except ValueError:
-        return "none"
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Comparing the trained extractors (the paper's Figure 4: test mAP against model complexity)
-
-
-@dataclass(frozen=True)
-class ComparisonRow:
-    collection: str
-    extractor: str
-    backbone: str
-    head: str  # "" for an untrained base
-    strategy: str
-    params: int
-    test_map: float
-    test_accuracy: float | None
-    source: str  # "features": scan of stored Feature rows; "training": the figure recorded at training time
-
-
-def _scan_map_of_features(extractor: Extractor, collection: Collection) -> float | None:
-    train = features_load(extractor=extractor, collection_ids=[collection.pk], split=Image.Split.TRAIN)
-    test = features_load(extractor=extractor, collection_ids=[collection.pk], split=Image.Split.TEST)
-    train_labelled, test_labelled = train.labels != "", test.labels != ""
-    if not train_labelled.any() or not test_labelled.any():
-        return None
-    try:
-        return scan_map(
-            test.vectors[test_labelled],
-            test.labels[test_labelled],
-            train.vectors[train_labelled],
-            train.labels[train_labelled],
-        )
-    except ValueError:
-        return None
-
-
-def extractor_comparison(*, collection_name: str | None = None) -> list[ComparisonRow]:
-    """Every trained extractor of a collection (or of every collection trained on) and the untrained bases.
-
-    The test mAP is a sequential scan of the stored vectors (test split queries against the train split) when the
-    extractor has them for the collection, else the figure measured at training time.
-    """
-    if collection_name is not None:
-        collections = [_collection_resolve(collection_name)]
-    else:
-        names = {
-            str((e.details or {}).get("collection"))
-            for e in Extractor.objects.exclude(head="")
-            if (e.details or {}).get("collection")
-        }
-        collections = list(Collection.objects.filter(name__in=names).order_by("name"))
-    rows: list[ComparisonRow] = []
-    for collection in collections:
-        for extractor in Extractor.objects.order_by("head", "name"):
-            details = extractor.details or {}
-            if extractor.head and details.get("collection") != collection.name:
-                continue
-            value = _scan_map_of_features(extractor, collection)
-            source = "features"
-            if value is None:
-                if not extractor.head:
-                    continue  # an untrained base with no vectors for this collection: nothing to compare
-                value, source = float(details["test_map"]), "training"
-            accuracy = details.get("test_accuracy")
-            rows.append(
-                ComparisonRow(
-                    collection=collection.name,
-                    extractor=extractor.name,
-                    backbone=extractor.backbone,
-                    head=extractor.head,
-                    strategy=str(details.get("strategy", "untrained" if not extractor.head else "")),
-                    params=int(extractor.param_count),
-                    test_map=float(value),
-                    test_accuracy=float(accuracy) if accuracy is not None else None,
-                    source=source,
-                )
-            )
-    return rows
-
-
-def comparison_plot_png(rows: list[ComparisonRow], *, title: str) -> bytes:
-    """Test mAP (x) against parameters (y), one labelled point per extractor, as the paper's Figure 4."""
-    import io
-
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(8, 5), dpi=110)
-    axes = figure.add_subplot()
-    for row in rows:
-        marker = "s" if not row.head else "o"
-        axes.scatter([row.test_map], [row.params / 1e6], marker=marker)
-        axes.annotate(
-            row.extractor, (row.test_map, row.params / 1e6), fontsize=7, xytext=(4, 3), textcoords="offset points"
-        )
-    axes.set_xlabel("test mAP (sequential scan)")
-    axes.set_ylabel("parameters (millions)")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight")
-    return buffer.getvalue()
-
-
-def comparison_plot_save(rows: list[ComparisonRow], *, collection_name: str | None) -> str:
-    """Write the comparison figure under MEDIA_ROOT/extractors/ and return its media-relative path."""
-    suffix = f"-{collection_name}" if collection_name else ""
-    relative = f"{EXTRACTORS_DIR}/compare_models{suffix}.png"
-    target = Path(settings.MEDIA_ROOT) / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    title = f"Test mAP vs model complexity ({collection_name or 'all collections'})"
-    target.write_bytes(comparison_plot_png(rows, title=title))
-    return relative

@@ -100,7 +100,8 @@ def test_evaluate_cross_domain_reports_both_baselines_and_the_joint_head(tiny_wo
 def test_saved_joint_extractor_embeds_sketches_and_photos_with_their_branches(
     tiny_world: Path, tmp_path: Path, settings: object
 ) -> None:
-    from indexing.services.extraction import collection_extract_features, extractor_backbone
+    from indexing.services.backbones import extractor_backbone
+    from indexing.services.extraction import collection_extract_features
     from indexing.services.index import index_build
     from indexing.services.search import sketch_search
 

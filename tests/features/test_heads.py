@@ -153,11 +153,11 @@ def test_retrieval_model_rejects_an_unknown_layer() -> None:
 @pytest.mark.slow
 def test_two_blocks_fine_tuning_trains_only_the_last_blocks_of_inception_v3() -> None:
     """The two-blocks code path on InceptionV3 (random weights, 75 px inputs, six images): cache, phase 1, phase 2."""
-    from indexing.features.backbones import load_backbone
-    from indexing.features.training import CUT_LAYERS, fine_tune, frozen_and_tail
+    from indexing.features.backbones import backbone_spec, load_backbone
+    from indexing.features.training import fine_tune, frozen_and_tail
 
     model = load_backbone("inception_v3", weights="none", input_size=75).model  # type: ignore[attr-defined]
-    frozen, tail = frozen_and_tail(model, CUT_LAYERS["inception_v3"])
+    frozen, tail = frozen_and_tail(model, backbone_spec("inception_v3").cut_layer or "")
     images = np.random.default_rng(0).uniform(-1, 1, (6, 75, 75, 3)).astype(np.float32)
     cache = np.asarray(frozen(images, training=False)).astype(np.float16)  # the input of mixed9 + mixed10
     targets = np.array([0, 1, 2, 0, 1, 2])

@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from indexing.models import BucketEntry, Feature, HashTable, Image, LSHIndex
-from tests.factories import make_collection, make_extractor, make_image
+from indexing.features.backbones import BACKBONES, register_backbone, unregister_backbone
+from indexing.features.vectors import vector_from_bytes, vector_to_bytes
+from indexing.lsh.hashing import FAMILIES
+from indexing.models import BucketEntry, Extractor, Feature, HashTable, Image, LSHIndex
+from tests.factories import TinyBackbone, make_collection, make_extractor, make_image
 
 pytestmark = pytest.mark.django_db
 
@@ -22,12 +27,13 @@ def test_same_file_twice_in_a_collection_violates_the_sha_constraint() -> None:
 def test_one_feature_per_image_and_extractor() -> None:
     image = make_image(make_collection(), seed=1)
     extractor = make_extractor()
-    vector = np.ones(8, dtype="<f4").tobytes()
+    vector = vector_to_bytes(np.ones(8))
     Feature.objects.create(image=image, extractor=extractor, vector=vector)
     with pytest.raises(IntegrityError), transaction.atomic():
         Feature.objects.create(image=image, extractor=extractor, vector=vector)
     stored = Feature.objects.get()
-    assert np.frombuffer(bytes(stored.vector), dtype="<f4").tolist() == [1.0] * 8
+    assert vector_from_bytes(stored.vector).tolist() == [1.0] * 8
+    assert stored.vector == np.ones(8, dtype="<f4").tobytes()  # little-endian float32, the documented format
 
 
 def _index(version: int, *, active: bool = False) -> LSHIndex:
@@ -67,3 +73,48 @@ def test_bucket_rows_carry_only_the_primary_key() -> None:
     # Nothing else is maintained on bulk writes: no foreign-key triggers, no single-column indexes.
     assert not [c for c in constraints.values() if c["foreign_key"]]
     assert not [c for c in constraints.values() if c["index"] and len(c["columns"]) == 1]
+
+
+class _ToyBackbone(TinyBackbone):
+    """A backbone registered by a test only: the TinyBackbone's features, reversed (so they are its own)."""
+
+    name = "toy"
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        return super().embed(images)[:, ::-1].copy()
+
+
+@pytest.fixture
+def toy_backbone() -> Iterator[str]:
+    register_backbone(
+        "toy", lambda weights, **_: _ToyBackbone(), input_size=32, dim=64, default_weights="none", description="toy"
+    )
+    yield "toy"
+    unregister_backbone("toy")
+
+
+def test_a_registered_backbone_runs_end_to_end_from_its_extractor_row(toy_backbone: str) -> None:
+    from indexing.services.backbones import extractor_backbone
+    from indexing.services.extraction import collection_extract_features, extractor_get_or_create
+
+    assert (toy_backbone, "toy") in Extractor._meta.get_field("backbone").choices  # type: ignore[operator]
+    extractor = extractor_get_or_create(backbone=toy_backbone)
+    assert (extractor.name, extractor.weights, extractor.input_size, extractor.output_dim) == ("toy", "none", 32, 64)
+    extractor.full_clean()  # its backbone is a valid choice
+    collection = make_collection()
+    images = [make_image(collection, seed=seed) for seed in range(3)]
+
+    report = collection_extract_features(collection=collection, extractor=extractor)
+
+    assert report.embedded == 3
+    assert isinstance(extractor_backbone(extractor), _ToyBackbone)
+    from indexing.features.pipeline import prepare_image
+
+    stored = vector_from_bytes(Feature.objects.get(extractor=extractor, image=images[0]).vector)
+    expected = _ToyBackbone().embed(prepare_image(images[0].file.path, 32)[np.newaxis])[0]
+    np.testing.assert_allclose(stored, expected, atol=1e-6)
+
+
+def test_choices_are_read_from_the_registries() -> None:
+    assert list(LSHIndex._meta.get_field("family").choices or []) == [(n, f.label) for n, f in FAMILIES.items()]
+    assert [name for name, _ in Extractor._meta.get_field("backbone").choices] == list(BACKBONES)  # type: ignore[union-attr]

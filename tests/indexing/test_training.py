@@ -12,7 +12,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from indexing.models import Collection, Extractor, Feature
-from indexing.services.extraction import collection_extract_features, extractor_backbone
+from indexing.services.backbones import extractor_backbone
+from indexing.services.extraction import collection_extract_features
 from tests.factories import make_indexed_collection, use_tiny_backbone
 
 pytestmark = pytest.mark.django_db
@@ -137,7 +138,7 @@ def test_a_search_on_a_classifier_extractor_predicts_the_sketch_classes(tiny: No
 def test_embedding_with_a_head_maps_the_stored_base_vectors_without_the_cnn(
     tiny: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from indexing.services import extraction
+    from indexing.features.backbones import register_backbone
     from tests.factories import TinyBackbone, make_image
 
     train(model=1)
@@ -152,10 +153,8 @@ def test_embedding_with_a_head_maps_the_stored_base_vectors_without_the_cnn(
             return super().embed(images)
 
     counting = CountingBackbone()
-    monkeypatch.setattr(extraction, "extractor_backbone_load", lambda **_: counting)
-    from indexing.services import training
-
-    training._head_backbone_load.cache_clear()
+    # Registered again under the base's name: the cached base and the head over it are loaded afresh.
+    register_backbone("tiny", lambda weights, **_: counting, input_size=32, dim=64, replace=True)
     extractor_backbone(trained)  # loading warms the model up with one blank image
     calls.clear()
     report = collection_extract_features(collection=collection, extractor=trained)

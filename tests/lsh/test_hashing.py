@@ -6,20 +6,29 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from indexing.lsh.hashing import (
+    FAMILIES,
+    FamilySpec,
+    ProjectionFamily,
     PStableFamily,
     SimHashFamily,
     encode_hash_values,
     family_from_table_params,
+    family_params,
     fit_center,
     make_family,
     pack_bits,
+    register_family,
+    unregister_family,
 )
+from indexing.lsh.index import LshIndex
+from indexing.lsh.projection import table_rng
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,6 +151,8 @@ def test_from_table_params_reproduces_keys_and_parameters(name: str) -> None:
     rebuilt = family_from_table_params(name, blobs, center=center)
 
     assert type(rebuilt) is type(family)
+    assert isinstance(family, ProjectionFamily)
+    assert isinstance(rebuilt, ProjectionFamily)
     assert (rebuilt.seed, rebuilt.num_tables, rebuilt.hashes_per_table, rebuilt.dim) == (9, 4, 6, 12)
     np.testing.assert_array_equal(rebuilt.projections, family.projections)
     np.testing.assert_array_equal(rebuilt.keys(vectors), family.keys(vectors))
@@ -258,3 +269,63 @@ def test_keys_do_not_depend_on_how_the_batch_is_split(name: str) -> None:
     whole = family.keys(vectors)
     np.testing.assert_array_equal(whole, np.concatenate([family.keys(vectors[:7]), family.keys(vectors[7:])]))
     np.testing.assert_array_equal(whole[-1], family.probe_keys(vectors[-1])[:, 0])
+
+
+class AxisFamily(SimHashFamily):
+    """A toy family: bit ``i`` is the sign of a sum of ``axes_per_hash`` random coordinates (its own parameter)."""
+
+    family = "axis"
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        num_tables: int,
+        hashes_per_table: int,
+        seed: int = 0,
+        center: np.ndarray | None = None,
+        axes_per_hash: int = 1,
+    ) -> None:
+        self._validate_common(dim, num_tables, hashes_per_table, seed, 63)
+        projections = np.zeros((num_tables, hashes_per_table, dim))
+        for table in range(num_tables):
+            axes = table_rng(seed, table).integers(0, dim, (hashes_per_table, axes_per_hash))
+            for position, chosen in enumerate(axes):
+                projections[table, position, chosen] = 1.0
+        self._setup(projections, seed=seed, center=center)
+
+
+@pytest.fixture
+def axis_family() -> Iterator[str]:
+    register_family(
+        "axis", FamilySpec(AxisFamily, "axis-aligned (toy)", "^", max_hashes=63, params={"axes_per_hash": 1})
+    )
+    yield "axis"
+    unregister_family("axis")
+
+
+def test_a_registered_family_builds_and_queries_an_index(axis_family: str) -> None:
+    assert FAMILIES[axis_family].label == "axis-aligned (toy)"
+    vectors = np.random.default_rng(8).standard_normal((60, 16))
+    # w belongs to the "real" family: a sweep passing it to every family is not an error.
+    family = make_family(axis_family, 16, num_tables=4, hashes_per_table=5, seed=2, axes_per_hash=2, w=1.0)
+    assert isinstance(family, AxisFamily)
+    assert int(np.count_nonzero(family.projections[0, 0])) <= 2
+    index = LshIndex(family).fit(vectors)
+    result = index.query(vectors[11], top_k=1)
+    assert result.ids.tolist() == [11]
+    rebuilt = family_from_table_params(axis_family, [family.table_params(t) for t in range(4)])
+    np.testing.assert_array_equal(rebuilt.keys(vectors), family.keys(vectors))
+    assert family_params(axis_family, axes_per_hash=3, w=2.0) == {"axes_per_hash": 3}
+
+
+def test_family_params_are_the_registered_defaults_and_unknown_ones_are_refused() -> None:
+    assert family_params("real") == {"w": 4.0}
+    assert family_params("real", w=1.5) == {"w": 1.5}
+    assert family_params("binary", w=1.5) == {}
+    with pytest.raises(ValueError, match="unknown family parameter"):
+        make_family("binary", 4, num_tables=1, hashes_per_table=2, width=3)
+    with pytest.raises(ValueError, match="'nope'"):
+        make_family("nope", 4, num_tables=1, hashes_per_table=2)
+    with pytest.raises(ValueError, match="registered already"):
+        register_family("real", FAMILIES["real"])

@@ -6,8 +6,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from indexing.lsh.autotune import DEFAULT_TARGET_RECALL
+from indexing.lsh.hashing import FAMILIES
 from indexing.models import Collection, Extractor
-from indexing.services.index import index_build, index_stats
+from indexing.services.index import DEFAULT_CENTER, DEFAULT_FAMILY, index_build, index_stats
 
 
 class Command(BaseCommand):
@@ -18,7 +19,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--collection", action="append", help="collections to index (repeatable; default: all with features)"
         )
-        parser.add_argument("--family", choices=["real", "binary"], default="binary")
+        parser.add_argument(
+            "--family",
+            choices=list(FAMILIES),
+            default=DEFAULT_FAMILY,
+            help=", ".join(f"{name}: {spec.label}" for name, spec in FAMILIES.items()) + " (default %(default)s)",
+        )
         parser.add_argument(
             "--L", "--tables", dest="num_tables", type=int, help="number of tables (default: tuned with K)"
         )
@@ -34,12 +40,12 @@ class Command(BaseCommand):
             default=DEFAULT_TARGET_RECALL,
             help="recall@10 the tuning aims for on a sample of the collection's own vectors (default %(default)s)",
         )
-        parser.add_argument("--w", type=float, default=4.0, help="p-stable slot width (real family)")
+        parser.add_argument("--w", type=float, help="p-stable slot width (real family; default: the family's, 4.0)")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument(
             "--center",
             action=argparse.BooleanOptionalAction,
-            default=True,
+            default=DEFAULT_CENTER,
             help="subtract the collection mean before hashing (default: on)",
         )
         parser.add_argument("--name", default="default", help="index name; versions of a name replace each other")
@@ -65,7 +71,7 @@ class Command(BaseCommand):
                 hashes_per_table=options["hashes_per_table"],
                 probes=options["probes"],
                 target_recall=options["target_recall"],
-                w=options["w"],
+                params={} if options["w"] is None else {"w": options["w"]},
                 seed=options["seed"],
                 center=options["center"],
                 name=options["name"],

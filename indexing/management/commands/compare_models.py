@@ -15,7 +15,8 @@ class Command(BaseCommand):
         parser.add_argument("--collection", default=None, help="only this collection (default: every one trained on)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from indexing.services.training import TrainingError, comparison_plot_save, extractor_comparison
+        from indexing.services.comparison import comparison_plot_save, extractor_comparison
+        from indexing.services.training import TrainingError
 
         try:
             rows = extractor_comparison(collection_name=options["collection"])

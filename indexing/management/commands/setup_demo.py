@@ -10,7 +10,7 @@ from indexing.models import Collection
 from indexing.selectors import index_get_active
 from indexing.services.extraction import collection_extract_features, extractor_get_or_create
 from indexing.services.importer import collection_import
-from indexing.services.index import index_build
+from indexing.services.index import DEFAULT_CENTER, DEFAULT_FAMILY, index_build
 from indexing.services.training import sketch_extractor_get_or_create
 
 DEMO_NAME = "demo"
@@ -44,7 +44,9 @@ class Command(BaseCommand):
             self.stdout.write(extraction.summary())
         active = index_get_active()
         if extraction.embedded or active is None or active.extractor_id != extractor.pk:
-            index = index_build(extractor=extractor, collections=[collection], family="binary", center=True)
+            index = index_build(
+                extractor=extractor, collections=[collection], family=DEFAULT_FAMILY, center=DEFAULT_CENTER
+            )
             self.stdout.write(
                 f"built {index} (id {index.pk}) over {index.item_count} images in {index.build_seconds:.2f} s, "
                 f"{index.probes} probes (tuned for recall@10 >= {index.tuning['target_recall']} on its own sketches)"

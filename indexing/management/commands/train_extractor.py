@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from indexing.features.backbones import available_backbones
 from indexing.features.training import STRATEGIES
 
 
@@ -15,7 +16,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--collection", required=True, help="labelled collection with train and test splits")
-        parser.add_argument("--backbone", required=True, help="base: mobilenet_v1, darknet_tiny, inception_v3, ...")
+        parser.add_argument(
+            "--backbone",
+            required=True,
+            help=f"base: a registered backbone ({', '.join(available_backbones())}) or a head-less extractor's name",
+        )
         parser.add_argument("--model", type=int, required=True, help="the paper's model number, 1..5 (3 = siamese)")
         parser.add_argument("--strategy", default="head-only", help=f"{' | '.join(STRATEGIES)} (default head-only)")
         parser.add_argument("--epochs", type=int, default=30, help="most epochs of head training (early stopping)")

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('indexing', '0006_lshindex_probes_tuning'),
+        ('indexing', '0007_lshindex_params'),
     ]
 
     operations = [
