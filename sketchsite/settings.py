@@ -207,7 +207,7 @@ SKETCHSEARCH_MIN_CANDIDATES: int = env.int("SKETCHSEARCH_MIN_CANDIDATES", defaul
 # Feature rows: a missing folder is written again from them). Give each machine a local disk here.
 SKETCHSEARCH_VECTOR_DIR = Path(env.str("SKETCHSEARCH_VECTOR_DIR", default=str(VAR_DIR / "vectors")))
 # Candidates re-ranked exactly by cosine; more than this are first cut down by the Hamming distance of their codes.
-SKETCHSEARCH_RERANK_CANDIDATES: int = env.int("SKETCHSEARCH_RERANK_CANDIDATES", default=400)
+SKETCHSEARCH_RERANK_CANDIDATES: int = env.int("SKETCHSEARCH_RERANK_CANDIDATES", default=1000)
 # /api/indexes/ and the admin say a version should be rebuilt once it holds this many times the images its
 # parameters were chosen for.
 SKETCHSEARCH_REBUILD_GROWTH: float = env.float("SKETCHSEARCH_REBUILD_GROWTH", default=4.0)

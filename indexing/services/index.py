@@ -97,21 +97,9 @@ def index_build(
     if matrix.image_ids.shape[0] == 0:
         names = ", ".join(c.name for c in collections)
         raise ValueError(f"no {extractor.name} features for collections {names}: run extract_features first")
-    tuning = None
-    if num_tables is None or hashes_per_table is None or probes is None:
-        if matrix.image_ids.shape[0] < 2:
-            num_tables, hashes_per_table, probes = num_tables or 1, hashes_per_table or 1, probes or 0
-        else:
-            grid = None if num_tables is None or hashes_per_table is None else [(num_tables, hashes_per_table)]
-            tuned = autotune(
-                matrix.vectors, family=family, target_recall=target_recall, grid=grid, center=center, seed=seed, **own
-            )
-            num_tables, hashes_per_table = tuned.chosen.num_tables, tuned.chosen.hashes_per_table
-            tuning = tuned.as_dict()
-            # What the tuning chose (a rebuild chooses the same again) and what was given.
-            chose = ["probes"] if probes is None else []
-            tuning["tuned"] = chose if grid is not None else ["num_tables", "hashes_per_table", *chose]
-            probes = tuned.chosen.probes if probes is None else probes
+    num_tables, hashes_per_table, probes, tuning = _parameters_choose(
+        matrix.vectors, family, num_tables, hashes_per_table, probes, target_recall, center, seed, own
+    )
     mean = fit_center(matrix.vectors) if center else None
     hasher = make_family(
         family,
@@ -144,24 +132,8 @@ def index_build(
         tables = HashTable.objects.bulk_create(
             HashTable(index=index, number=t, params=hasher.table_params(t)) for t in range(num_tables)
         )
-        table_ids = np.array([t.pk for t in tables], dtype=np.int64)
-        rows_table = np.repeat(table_ids, keys.shape[0])
-        rows_key = keys.T.ravel()
-        rows_image = np.tile(matrix.image_ids, num_tables)
-        # Sorted by (table, key, image): buckets_write packs each run of one bucket into one row, and the entries'
-        # COPY appends to their (table, key, image) B-tree instead of inserting all over it.
-        order = np.lexsort((rows_image, rows_key, rows_table))
-        rows_table, rows_key, rows_image = rows_table[order], rows_key[order], rows_image[order]
-        bucket_entries_write(rows_table, rows_key, rows_image)
-        buckets_write(rows_table, rows_key, rows_image)  # what searches read: one row per bucket
-    if connection.vendor == "postgresql":
-        # Fresh statistics, so the planner probes the (table, key) primary keys; VACUUM also sets the hint bits
-        # and visibility map of the new pages, which the first searches would otherwise pay for (measured at 1M
-        # on BucketEntry lookups: p50 19-25 ms before, 13-17 ms after). VACUUM cannot run inside a transaction:
-        # a build called within one (a test) only analyses.
-        command = "ANALYZE" if connection.in_atomic_block else "VACUUM (ANALYZE)"
-        with connection.cursor() as cursor:
-            cursor.execute(f"{command} {BucketEntry._meta.db_table}, {Bucket._meta.db_table}")
+        _buckets_write(np.array([t.pk for t in tables], dtype=np.int64), keys, matrix.image_ids)
+    _tables_analyse()
     vector_file_build(index, matrix=matrix)  # the vectors every process of this machine maps
     index.status = LSHIndex.Status.READY
     index.built_at = timezone.now()
@@ -170,6 +142,57 @@ def index_build(
     if activate:
         index = index_activate(index=index)
     return index
+
+
+def _buckets_write(table_ids: np.ndarray, keys: np.ndarray, image_ids: np.ndarray) -> None:
+    """Write a version's BucketEntry and Bucket rows: ``keys`` ``(n, L)`` of ``image_ids`` in tables ``table_ids``."""
+    num_tables = table_ids.shape[0]
+    rows_table = np.repeat(table_ids, keys.shape[0])
+    rows_key = keys.T.ravel()
+    rows_image = np.tile(image_ids, num_tables)
+    # Sorted by (table, key, image): buckets_write packs each run of one bucket into one row, and the entries'
+    # COPY appends to their (table, key, image) B-tree instead of inserting all over it.
+    order = np.lexsort((rows_image, rows_key, rows_table))
+    rows_table, rows_key, rows_image = rows_table[order], rows_key[order], rows_image[order]
+    bucket_entries_write(rows_table, rows_key, rows_image)
+    buckets_write(rows_table, rows_key, rows_image)  # what searches read: one row per bucket
+
+
+def _parameters_choose(
+    vectors: np.ndarray,
+    family: str,
+    num_tables: int | None,
+    hashes_per_table: int | None,
+    probes: int | None,
+    target_recall: float,
+    center: bool,
+    seed: int,
+    own: dict[str, Any],
+) -> tuple[int, int, int, dict[str, Any] | None]:
+    """``(L, K, probes, tuning)``: those given, the others tuned on the collection (tuning None: all given)."""
+    if num_tables is not None and hashes_per_table is not None and probes is not None:
+        return num_tables, hashes_per_table, probes, None
+    if vectors.shape[0] < 2:
+        return num_tables or 1, hashes_per_table or 1, probes or 0, None
+    grid = None if num_tables is None or hashes_per_table is None else [(num_tables, hashes_per_table)]
+    tuned = autotune(vectors, family=family, target_recall=target_recall, grid=grid, center=center, seed=seed, **own)
+    tuning = tuned.as_dict()
+    # What the tuning chose (a rebuild chooses the same again) and what was given.
+    chose = ["probes"] if probes is None else []
+    tuning["tuned"] = chose if grid is not None else ["num_tables", "hashes_per_table", *chose]
+    chosen_probes = tuned.chosen.probes if probes is None else probes
+    return tuned.chosen.num_tables, tuned.chosen.hashes_per_table, chosen_probes, tuning
+
+
+def _tables_analyse() -> None:
+    if connection.vendor == "postgresql":
+        # Fresh statistics, so the planner probes the (table, key) primary keys; VACUUM also sets the hint bits
+        # and visibility map of the new pages, which the first searches would otherwise pay for (measured at 1M
+        # on BucketEntry lookups: p50 19-25 ms before, 13-17 ms after). VACUUM cannot run inside a transaction:
+        # a build called within one (a test) only analyses.
+        command = "ANALYZE" if connection.in_atomic_block else "VACUUM (ANALYZE)"
+        with connection.cursor() as cursor:
+            cursor.execute(f"{command} {BucketEntry._meta.db_table}, {Bucket._meta.db_table}")
 
 
 def index_reindex(*, extractor: Extractor | None = None, name: str = "default") -> LSHIndex | None:
