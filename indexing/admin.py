@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
@@ -8,7 +9,7 @@ from django.utils.safestring import SafeString
 
 from indexing import jobs, tasks
 from indexing.models import Collection, Extractor, Feature, HashTable, Image, Job, LSHIndex
-from indexing.selectors import index_get_active
+from indexing.selectors import index_get_active, index_images_now, index_needs_rebuild
 
 
 @admin.register(Collection)
@@ -138,11 +139,35 @@ class HashTableInline(admin.TabularInline):
 class LSHIndexAdmin(admin.ModelAdmin):
     list_display = [
         "name", "version", "is_active", "status", "extractor", "family",
-        "num_tables", "hashes_per_table", "params", "item_count", "build_seconds", "built_at",
+        "num_tables", "hashes_per_table", "params", "item_count", "images_now", "rebuild_hint", "build_seconds",
+        "built_at",
     ]  # fmt: skip
     list_filter = ["status", "family", "is_active", "extractor"]
     readonly_fields = ["status", "is_active", "item_count", "build_seconds", "built_at", "created_at"]
     inlines = [HashTableInline]
+    actions = ["queue_rebuild"]
+
+    @admin.display(description="images now")
+    def images_now(self, obj: LSHIndex) -> int:
+        return index_images_now(obj)
+
+    @admin.display(description="rebuild?")
+    def rebuild_hint(self, obj: LSHIndex) -> str:
+        if obj.is_active and index_needs_rebuild(obj, growth=settings.SKETCHSEARCH_REBUILD_GROWTH):
+            return f"yes: grown {index_images_now(obj) / max(obj.item_count, 1):.1f}x since its parameters were chosen"
+        return "-"
+
+    @admin.action(description="Rebuild the selected indexes (re-tune L, K and probes on the collection as it is now)")
+    def queue_rebuild(self, request: HttpRequest, queryset: QuerySet[LSHIndex]) -> None:
+        for name in sorted(set(queryset.filter(is_active=True).values_list("name", flat=True))):
+            try:
+                job = tasks.index_reindex_queue(name=name)
+            except jobs.QueueError as exc:
+                self.message_user(request, str(exc), level=messages.ERROR)
+                return
+            self.message_user(
+                request, f"Queued {job} for {name}; its progress shows under Jobs.", level=messages.SUCCESS
+            )
 
 
 @admin.register(Job)

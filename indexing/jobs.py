@@ -17,6 +17,7 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Retry
 from django.db import transaction
+from django.db.models import F
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from indexing.models import Job
@@ -27,6 +28,7 @@ __all__ = [
     "JobTask",
     "QueueError",
     "QueueFn",
+    "job_chunk_done",
     "job_create",
     "job_enqueue",
     "job_finish",
@@ -62,6 +64,16 @@ def job_finish(*, job_id: int, status: str, message: str = "") -> None:
     Job.objects.filter(id=job_id).update(status=status, message=message)
 
 
+def job_chunk_done(*, job_id: int, count: int, failed: int = 0) -> bool:
+    """Add a finished chunk's ``count`` to ``done`` (one atomic UPDATE); True for the chunk that completes the Job."""
+    with transaction.atomic():
+        Job.objects.filter(id=job_id).update(done=F("done") + count)
+        job = Job.objects.select_for_update().get(id=job_id)
+        if failed:
+            Job.objects.filter(id=job_id).update(message=F("message") + f"{failed} images could not be embedded. ")
+        return job.done >= job.total and job.status == Job.Status.RUNNING
+
+
 class JobProgress:
     """A ``progress(step)`` callback for a service: adds up the steps and writes ``done`` every ``every`` items."""
 
@@ -89,6 +101,7 @@ class JobOutcome:
 
     value: Any
     message: str
+    finished: bool = True  # False: the work goes on in other tasks (chunks), the last of which closes the row
 
 
 class JobTask(Task):  # type: ignore[type-arg]
@@ -112,7 +125,8 @@ class JobTask(Task):  # type: ignore[type-arg]
             raise
         if not isinstance(outcome, JobOutcome):
             raise TypeError(f"{self.name} must return a JobOutcome, got {type(outcome).__name__}")
-        job_finish(job_id=job_id, status=Job.Status.DONE, message=outcome.message)
+        if outcome.finished:
+            job_finish(job_id=job_id, status=Job.Status.DONE, message=outcome.message)
         return outcome.value
 
     def enqueue(self, *, job_parameters: dict[str, Any] | None = None, **kwargs: Any) -> Job:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from indexing.lsh.hashing import HashFamily, family_from_table_params
-from indexing.models import Extractor, Feature, Image, IndexAddition, LSHIndex
+from indexing.models import Collection, Extractor, Feature, Image, IndexAddition, LSHIndex
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,3 +128,24 @@ def features_read(*, extractor: Extractor, image_ids: np.ndarray) -> tuple[np.nd
     for position, (_, blob) in enumerate(rows):
         vectors[position] = np.frombuffer(bytes(blob), dtype="<f4", count=extractor.output_dim)
     return np.array([r[0] for r in rows], dtype=np.int64), vectors
+
+
+def index_images_now(index: LSHIndex) -> int:
+    """Images a version answers with now: those it was built over and those added since.
+
+    An upper bound: an image re-embedded after the build counts again (one indexed COUNT, no scan).
+    """
+    return int(index.item_count) + IndexAddition.objects.filter(index=index).count()
+
+
+def index_needs_rebuild(index: LSHIndex, *, growth: float) -> bool:
+    """Whether a version has grown ``growth`` times past the collection its L, K and probes were chosen for."""
+    return index_images_now(index) >= growth * max(int(index.item_count), 1)
+
+
+def images_without_features(*, collection: Collection, extractor: Extractor) -> list[int]:
+    """Ids of the collection's images that have no vector by ``extractor`` yet, ascending."""
+    done = Feature.objects.filter(extractor=extractor, image__collection=collection).values("image_id")
+    return list(
+        Image.objects.filter(collection=collection).exclude(pk__in=done).order_by("pk").values_list("pk", flat=True)
+    )

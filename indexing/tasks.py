@@ -11,8 +11,10 @@ from typing import Any
 
 from celery import shared_task
 
-from indexing.jobs import JobOutcome, JobProgress, JobTask, job_progress
+from indexing.jobs import JobOutcome, JobProgress, JobTask, job_chunk_done, job_finish, job_progress
 from indexing.models import Job
+
+EXTRACT_CHUNK = 256  # images per extraction task: a few seconds of CNN work on one core
 
 
 @shared_task(base=JobTask, bind=True, job_kind=Job.Kind.IMPORT)
@@ -41,23 +43,70 @@ def collection_import_task(
 def collection_extract_features_task(
     self: JobTask, *, job_id: int, collection_ids: list[int], extractor_id: int
 ) -> JobOutcome:
-    """Embed what is missing (upserts: a redelivered task redoes only unfinished images), then reindex."""
+    """Fan out: the images without a vector, in chunks, one Celery task each (a group any worker may take).
+
+    Each chunk's Feature writes hash its images into the active index at once (indexing.services.updates); the
+    chunk that completes the job rebuilds the index if it has outgrown its parameters. The Job's ``done`` is the
+    sum over chunks.
+    """
+    from celery import group
+
+    from indexing.models import Collection, Extractor
+    from indexing.selectors import images_without_features
+
+    extractor = Extractor.objects.get(pk=extractor_id)
+    chunks = [
+        (collection.pk, ids[start : start + EXTRACT_CHUNK])
+        for collection in Collection.objects.filter(pk__in=collection_ids).order_by("pk")
+        for ids in [images_without_features(collection=collection, extractor=extractor)]
+        for start in range(0, len(ids), EXTRACT_CHUNK)
+    ]
+    total = sum(len(ids) for _, ids in chunks)
+    job_progress(job_id=job_id, done=0, total=total)
+    if not chunks:
+        return JobOutcome(0, "nothing to embed: every image has a vector")
+    group(
+        extract_chunk_task.s(job_id=job_id, collection_id=c, extractor_id=extractor_id, image_ids=ids)
+        for c, ids in chunks
+    ).apply_async()
+    return JobOutcome(total, f"{len(chunks)} chunks queued", finished=False)
+
+
+@shared_task(bind=True, acks_late=True)
+def extract_chunk_task(self: Any, *, job_id: int, collection_id: int, extractor_id: int, image_ids: list[int]) -> int:
+    """Embed one chunk (upserts: a redelivered chunk redoes only its unfinished images); the last one closes the Job."""
     from indexing.models import Collection, Extractor
     from indexing.services.extraction import collection_extract_features
+
+    extractor = Extractor.objects.get(pk=extractor_id)
+    try:
+        report = collection_extract_features(
+            collection=Collection.objects.get(pk=collection_id), extractor=extractor, image_ids=image_ids
+        )
+    except Exception as exc:
+        job_finish(job_id=job_id, status=Job.Status.FAILED, message=f"{exc.__class__.__name__}: {exc}")
+        raise
+    if job_chunk_done(job_id=job_id, count=len(image_ids), failed=len(report.failed)):
+        _after_extraction(job_id=job_id, extractor_id=extractor_id)
+    return report.embedded
+
+
+def _after_extraction(*, job_id: int, extractor_id: int) -> None:
+    """The job's last chunk: rebuild the active index if it has outgrown its parameters, and close the Job."""
+    from django.conf import settings
+
+    from indexing.models import Extractor
+    from indexing.selectors import index_get_active, index_needs_rebuild
     from indexing.services.index import index_reindex
 
     extractor = Extractor.objects.get(pk=extractor_id)
-    progress = JobProgress(job_id)
-    reports = [
-        collection_extract_features(collection=collection, extractor=extractor, progress=progress)
-        for collection in Collection.objects.filter(pk__in=collection_ids)
-    ]
-    embedded = sum(report.embedded for report in reports)
-    messages = [report.summary() for report in reports]
-    reindexed = index_reindex(extractor=extractor) if embedded else None
-    if reindexed is not None:
-        messages.append(f"reindexed: {reindexed} is active")
-    return JobOutcome(embedded, "; ".join(messages))
+    job = Job.objects.get(pk=job_id)
+    message = f"embedded {job.done} images (added to the active index as they were written)"
+    active = index_get_active()
+    growth = settings.SKETCHSEARCH_REBUILD_GROWTH
+    if active is not None and active.extractor_id == extractor.pk and index_needs_rebuild(active, growth=growth):
+        message += f"; reindexed: {index_reindex(extractor=extractor)} is active"
+    job_finish(job_id=job_id, status=Job.Status.DONE, message=message)
 
 
 @shared_task(base=JobTask, bind=True, acks_late=True, job_kind=Job.Kind.INDEX)
@@ -83,6 +132,17 @@ def index_build_task(
     return JobOutcome(index.pk, f"built and activated {index}")
 
 
+@shared_task(base=JobTask, bind=True, acks_late=True, job_kind=Job.Kind.INDEX)
+def index_reindex_task(self: JobTask, *, job_id: int, name: str) -> JobOutcome:
+    """Rebuild the active version of ``name`` (parameters re-tuned on the collection as it is now) and flip it."""
+    from indexing.services.index import index_reindex
+
+    index = index_reindex(name=name)
+    if index is None:
+        return JobOutcome(None, f"no active index named {name!r}: nothing rebuilt")
+    return JobOutcome(index.pk, f"rebuilt and activated {index}")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Queueing (what the admin's actions and the tests call)
 
@@ -101,6 +161,11 @@ def collection_extract_features_queue(*, collection_ids: list[int], extractor_id
 def index_build_queue(*, collection_ids: list[int], extractor_id: int, **options: Any) -> Job:
     """Queue a new index version over the collections (defaults: the active index's parameters)."""
     return index_build_task.enqueue(collection_ids=collection_ids, extractor_id=extractor_id, **options)
+
+
+def index_reindex_queue(*, name: str) -> Job:
+    """Queue a rebuild of the active version of ``name``."""
+    return index_reindex_task.enqueue(name=name)
 
 
 def _optional_int(value: Any) -> int | None:

@@ -11,6 +11,7 @@ import math
 import re
 from typing import Any
 
+from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db.models import Count, Q, QuerySet
 from drf_spectacular.utils import (
@@ -28,7 +29,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from indexing.models import Collection, Image, LSHIndex
-from indexing.selectors import index_get_default
+from indexing.selectors import index_get_default, index_images_now, index_needs_rebuild
 from indexing.services.images import InvalidImageError, image_create
 from indexing.services.search import MAX_TOP_K, SearchResult, sketch_search
 from search.uploads import query_max_bytes, too_large_message
@@ -273,8 +274,23 @@ class IndexListApi(JsonErrorsMixin, APIView):
         status = serializers.CharField()
         is_active = serializers.BooleanField()
         is_default = serializers.SerializerMethodField()
-        item_count = serializers.IntegerField()
+        item_count = serializers.IntegerField(help_text="images when it was built (its parameters were chosen for)")
+        images_now = serializers.SerializerMethodField()
+        needs_rebuild = serializers.SerializerMethodField()
         collections = serializers.SerializerMethodField()
+
+        @extend_schema_field(serializers.IntegerField(help_text="built ones plus those added since (upper bound)"))
+        def get_images_now(self, index: LSHIndex) -> int:
+            return index_images_now(index)
+
+        @extend_schema_field(
+            serializers.BooleanField(
+                help_text="it holds SKETCHSEARCH_REBUILD_GROWTH times the images its parameters were chosen for: "
+                "run `manage.py reindex --name NAME` (or the admin's rebuild action)"
+            )
+        )
+        def get_needs_rebuild(self, index: LSHIndex) -> bool:
+            return index_needs_rebuild(index, growth=settings.SKETCHSEARCH_REBUILD_GROWTH)
 
         @extend_schema_field(serializers.BooleanField(help_text="searched when a search names no index"))
         def get_is_default(self, index: LSHIndex) -> bool:
@@ -315,6 +331,7 @@ class ImageCreateApi(JsonErrorsMixin, APIView):
     permission_classes = [IsAdminUser]
     parser_classes = [MultiPartParser, FormParser]
 
+    @extend_schema_serializer(component_name="ImageCreateInput")
     class InputSerializer(serializers.Serializer):
         file = UploadField(help_text="the image file")
         collection = serializers.CharField(help_text="the collection's name")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -130,10 +130,16 @@ def collection_extract_features(
     chunk_size: int = CHUNK_SIZE,
     progress: Callable[[int], object] | None = None,
     on_total: Callable[[int], object] | None = None,
+    image_ids: Sequence[int] | None = None,
 ) -> ExtractionReport:
-    """Embed the images of ``collection`` that have no ``extractor`` vector yet (all of them with ``force``)."""
+    """Embed the images of ``collection`` that have no ``extractor`` vector yet (all of them with ``force``).
+
+    ``image_ids`` limits it to those images (one chunk of a fanned-out extraction, or one upload).
+    """
     started = time.perf_counter()
     images = Image.objects.filter(collection=collection)
+    if image_ids is not None:
+        images = images.filter(pk__in=list(image_ids))
     report = ExtractionReport(extractor=extractor.name, collection=collection.name)
     if not force:
         done = Feature.objects.filter(extractor=extractor, image__collection=collection)
@@ -150,7 +156,7 @@ def collection_extract_features(
     if base is not None:
         # A head over an unchanged base: run the CNN only for images without a base vector (stored too), then map
         # the stored base vectors through the head, which takes seconds where the CNN takes minutes.
-        collection_extract_features(collection=collection, extractor=base, chunk_size=chunk_size)
+        collection_extract_features(collection=collection, extractor=base, chunk_size=chunk_size, image_ids=image_ids)
         side = "photo" if kind == "photo" else "sketch"
         ids = np.array([pk for pk, _ in todo], dtype=np.int64)
         for start in range(0, len(ids), HEAD_CHUNK_SIZE):

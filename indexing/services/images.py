@@ -12,13 +12,10 @@ import hashlib
 from dataclasses import dataclass, field
 
 from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db import transaction
 
-from indexing.features.crossdomain import JointBackbone
-from indexing.features.pipeline import embed_images
 from indexing.models import Collection, Extractor, Image
-from indexing.services.extraction import extractor_backbone, features_upsert
+from indexing.services.extraction import collection_extract_features
 from indexing.services.importer import check_image
 
 
@@ -70,20 +67,15 @@ def image_embed(*, image: Image) -> list[str]:
     """Embed one image with every extractor an active index over its collection uses; return their names.
 
     Its Feature writes hash it into those indexes (``features_upsert`` -> ``index_images_add``).
+
+    Raises:
+        InvalidImageError: when a backbone cannot decode it.
     """
     extractors = Extractor.objects.filter(indexes__is_active=True, indexes__collections=image.collection_id).distinct()
-    photo = image.collection.kind == Collection.Kind.PHOTOS
     names = []
     for extractor in extractors.order_by("pk"):
-        backbone = extractor_backbone(extractor)
-        kind = "photo" if photo else "sketch"
-        if photo and isinstance(backbone, JointBackbone):
-            kind = "edges" if backbone.photo_input == "edges" else "photo"
-            backbone = backbone.for_kind(kind)
-        source = [(image.pk, default_storage.path(str(image.file.name)))]
-        for ids, vectors, errors in embed_images(source, backbone, kind=kind, batch_size=1):  # type: ignore[arg-type]
-            if errors:
-                raise InvalidImageError(f"{image.original_name or image.file.name}: {errors[0][1]}")
-            features_upsert(extractor=extractor, image_ids=ids, vectors=vectors)
+        report = collection_extract_features(collection=image.collection, extractor=extractor, image_ids=[image.pk])
+        if report.failed:
+            raise InvalidImageError(f"{image.original_name or image.file.name}: {report.failed[0][1]}")
         names.append(extractor.name)
     return names

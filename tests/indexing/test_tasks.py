@@ -98,8 +98,47 @@ def test_a_failed_task_marks_its_job_failed_with_the_error(django_capture_on_com
 
 
 @pytest.mark.django_db
-def test_queued_extraction_embeds_new_images_and_reindexes(
+def test_queued_extraction_fans_out_and_adds_new_images_to_the_active_index(
     monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    if not app.conf.task_always_eager:
+        pytest.skip("a broker is configured: tasks are not eager in this run")
+    from indexing import tasks
+    from indexing.models import Feature, IndexAddition, LSHIndex
+    from indexing.services.search import sketch_search
+    from tests.conftest import sketch_png
+    from tests.factories import make_image, make_indexed_collection, use_tiny_backbone
+
+    use_tiny_backbone(monkeypatch)
+    monkeypatch.setattr(tasks, "EXTRACT_CHUNK", 2)  # 5 new images: chunks of 2, 2 and 1
+    collection, extractor, first = make_indexed_collection()
+    new = [make_image(collection, seed=4242 + i, label="class0") for i in range(5)]
+    chunks: list[list[int]] = []
+    from indexing.services import extraction
+
+    original = extraction.collection_extract_features
+
+    def spy(**kwargs: Any) -> Any:
+        chunks.append(list(kwargs["image_ids"]))
+        return original(**kwargs)
+
+    monkeypatch.setattr("indexing.services.extraction.collection_extract_features", spy)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = tasks.collection_extract_features_queue(collection_ids=[collection.pk], extractor_id=extractor.pk)
+    job.refresh_from_db()
+    assert job.status == Job.Status.DONE, job.message
+    assert (job.done, job.total) == (5, 5)
+    assert chunks == [[new[0].pk, new[1].pk], [new[2].pk, new[3].pk], [new[4].pk]]
+    assert Feature.objects.filter(extractor=extractor).count() == 29
+    active = LSHIndex.objects.get(is_active=True)
+    assert active.pk == first.pk  # no rebuild: 29 images is not 4 x 24
+    assert IndexAddition.objects.filter(index=active).count() == 5
+    assert sketch_search(image=sketch_png(4244), top_k=1).hits[0].image_id == new[2].pk
+
+
+@pytest.mark.django_db
+def test_an_extraction_that_outgrows_the_index_rebuilds_it(
+    monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any, settings: Any
 ) -> None:
     if not app.conf.task_always_eager:
         pytest.skip("a broker is configured: tasks are not eager in this run")
@@ -108,12 +147,14 @@ def test_queued_extraction_embeds_new_images_and_reindexes(
     from tests.factories import make_image, make_indexed_collection, use_tiny_backbone
 
     use_tiny_backbone(monkeypatch)
+    settings.SKETCHSEARCH_REBUILD_GROWTH = 1.02  # 24 -> 25 images is past it
     collection, extractor, first = make_indexed_collection()
     make_image(collection, seed=4242, label="class0")
     with django_capture_on_commit_callbacks(execute=True):
         job = collection_extract_features_queue(collection_ids=[collection.pk], extractor_id=extractor.pk)
     job.refresh_from_db()
     assert job.status == Job.Status.DONE, job.message
+    assert "reindexed" in job.message
     assert Feature.objects.filter(extractor=extractor).count() == 25
     active = LSHIndex.objects.get(is_active=True)
     assert active.pk != first.pk

@@ -196,3 +196,15 @@ def test_concurrent_inserts_searches_and_a_rebuild_lose_and_double_nothing() -> 
     assert all(ids.count(pk) == active.num_tables for pk in everything)  # nothing doubled
     for pk in added:
         assert BucketEntry.objects.filter(table__index=active, image_id=pk).count() == active.num_tables
+
+
+def test_the_index_list_says_when_a_version_has_outgrown_its_parameters(settings: Settings) -> None:
+    from rest_framework.test import APIClient
+
+    collection, extractor, _ = make_indexed_collection()
+    make_image(collection, seed=9100, label="new")
+    collection_extract_features(collection=collection, extractor=extractor)
+    row = APIClient().get("/api/indexes/").json()[0]
+    assert (row["item_count"], row["images_now"], row["needs_rebuild"]) == (24, 25, False)
+    settings.SKETCHSEARCH_REBUILD_GROWTH = 1.04
+    assert APIClient().get("/api/indexes/").json()[0]["needs_rebuild"] is True
