@@ -281,6 +281,8 @@ def test_index_list(client: APIClient, built: BuiltIndex) -> None:
             "is_active": True,
             "is_default": True,
             "item_count": len(built.image_ids),
+            "images_now": len(built.image_ids),
+            "needs_rebuild": False,
             "collections": ["sketches"],
         }
     ]
