@@ -284,8 +284,12 @@ def report(args: argparse.Namespace, index_id: int) -> None:
         ("images", f"{args.n:,}"),
         (
             "index",
-            f"{index} probes {index.probes}; {warm['candidates']:.0f} candidates per search on average, cut to "
-            f"{settings.SKETCHSEARCH_RERANK_CANDIDATES} by Hamming distance",
+            f"{index} probes {index.probes}; {warm['candidates']:.0f} candidates per search on average, "
+            + (
+                f"cut to {settings.SKETCHSEARCH_RERANK_CANDIDATES} by Hamming distance"
+                if settings.SKETCHSEARCH_RERANK_CANDIDATES
+                else "all re-ranked exactly (no Hamming cut)"
+            ),
         ),
         ("first search after start (loads the version)", f"{first['first_s']:.2f} s"),
         (

@@ -1,8 +1,8 @@
 """One search: decode + preprocess + embed the sketch, hash, ONE SQL candidate query, Hamming cut, exact re-rank.
 
 The service resolves the index and embeds the query; the core (:meth:`indexing.lsh.index.LshIndex.candidates`)
-looks up its buckets; the service filters the candidates (label, domain, the query image itself), cuts them down
-to ``SKETCHSEARCH_RERANK_CANDIDATES`` by the Hamming distance of their sign codes, re-ranks those by exact cosine
+looks up its buckets; the service filters the candidates (label, domain, the query image itself), optionally cuts
+them down to ``SKETCHSEARCH_RERANK_CANDIDATES`` by the Hamming distance of their sign codes, re-ranks by exact cosine
 on the version's mapped vectors (and on the images added since its build) and reads the metadata of the top k.
 """
 
@@ -320,7 +320,7 @@ def sketch_search(
         pool, with_repeats, used = _pool_of(loaded, found.ids), found.with_repeats, found.probes
     candidates = pool.size
     pool = _filtered(loaded, pool, label=label, kind=DOMAINS[domain], exclude=image_id)
-    if not scan:
+    if not scan and settings.SKETCHSEARCH_RERANK_CANDIDATES > 0:
         pool = _hamming_cut(loaded, pool, vector, settings.SKETCHSEARCH_RERANK_CANDIDATES)
     ids, scores = _ranked(loaded, pool, vector, scan=scan)
     clock.lap("rerank")
