@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from indexing.features.vectors import vector_from_bytes
 from indexing.lsh.hashing import HashFamily, family_from_table_params
 from indexing.models import Collection, Extractor, Feature, Image, IndexAddition, LSHIndex
 
@@ -27,10 +28,6 @@ class FeatureMatrix:
         return positions[found]
 
 
-def vector_to_bytes(vector: np.ndarray) -> bytes:
-    return np.asarray(vector, dtype="<f4").tobytes()
-
-
 def features_load(*, extractor: Extractor, collection_ids: list[int], split: str | None = None) -> FeatureMatrix:
     """Load one extractor's vectors for the images of some collections, ordered by image id."""
     queryset = Feature.objects.filter(extractor=extractor, image__collection_id__in=collection_ids)
@@ -42,7 +39,7 @@ def features_load(*, extractor: Extractor, collection_ids: list[int], split: str
     dim = extractor.output_dim
     vectors = np.empty((len(rows), dim), dtype=np.float32)
     for position, (_, blob, _, _) in enumerate(rows):
-        vectors[position] = np.frombuffer(bytes(blob), dtype="<f4", count=dim)
+        vectors[position] = vector_from_bytes(blob, dim)
     return FeatureMatrix(
         image_ids=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
         vectors=vectors,
@@ -71,7 +68,7 @@ def images_meta(collection_ids: list[int]) -> dict[int, ImageMeta]:
 def index_family(index: LSHIndex) -> HashFamily:
     """The hash family of a stored index version, rebuilt from its tables' parameters."""
     tables = [bytes(t.params) for t in index.tables.order_by("number")]
-    center = np.frombuffer(bytes(index.center), dtype="<f4") if index.center is not None else None
+    center = vector_from_bytes(index.center) if index.center is not None else None
     return family_from_table_params(index.family, tables, center=center)
 
 
@@ -126,7 +123,7 @@ def features_read(*, extractor: Extractor, image_ids: np.ndarray) -> tuple[np.nd
     )
     vectors = np.empty((len(rows), extractor.output_dim), dtype=np.float32)
     for position, (_, blob) in enumerate(rows):
-        vectors[position] = np.frombuffer(bytes(blob), dtype="<f4", count=extractor.output_dim)
+        vectors[position] = vector_from_bytes(blob, extractor.output_dim)
     return np.array([r[0] for r in rows], dtype=np.int64), vectors
 
 

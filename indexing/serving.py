@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from django.conf import settings
 
+from indexing.features.vectors import vector_from_bytes
 from indexing.lsh.codes import SignCodes
 from indexing.lsh.index import LshIndex
 from indexing.lsh.vectorfile import VectorFile, vector_file_open, vector_file_write
@@ -40,7 +41,7 @@ def vector_file_build(index: LSHIndex, *, matrix: FeatureMatrix | None = None) -
     if matrix is None:
         collection_ids = list(index.collections.values_list("id", flat=True))
         matrix = features_load(extractor=index.extractor, collection_ids=collection_ids)
-    center = np.frombuffer(bytes(index.center), dtype="<f4") if index.center is not None else None
+    center = vector_from_bytes(index.center) if index.center is not None else None
     coder = SignCodes.draw(matrix.vectors.shape[1], seed=int(index.seed), center=center)
     kinds = matrix.kinds if matrix.kinds is not None else np.full(matrix.image_ids.shape[0], "", dtype=str)
     return vector_file_write(

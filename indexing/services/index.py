@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Max, Q
 from django.utils import timezone
 
+from indexing.features.vectors import vector_to_bytes
 from indexing.lsh.autotune import DEFAULT_TARGET_RECALL, autotune
 from indexing.lsh.hashing import family_params, fit_center, make_family
 from indexing.lsh.stats import BucketStats, bucket_stats
@@ -122,7 +123,7 @@ def index_build(
             hashes_per_table=hashes_per_table,
             params=own,
             seed=seed,
-            center=mean.astype("<f4").tobytes() if mean is not None else None,
+            center=vector_to_bytes(mean) if mean is not None else None,
             probes=probes,
             tuning=tuning,
             item_count=int(matrix.image_ids.shape[0]),

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 
 from indexing.features.preprocess import QUERY_DECODE_SIDE, is_blank, load_image, preprocess_sketch
+from indexing.features.vectors import vector_from_bytes
 from indexing.lsh.codes import shortlist
 from indexing.models import Collection, Feature, Image, LSHIndex
 from indexing.selectors import index_get_default
@@ -117,7 +118,7 @@ def _stored_vector(loaded: LoadedIndex, image_id: int) -> np.ndarray | None:
     if rows.shape[0]:
         return np.asarray(loaded.vectors.vectors[rows[0]])
     feature = Feature.objects.filter(image_id=image_id, extractor=loaded.index.extractor).first()
-    return None if feature is None else np.frombuffer(bytes(feature.vector), dtype="<f4")
+    return None if feature is None else vector_from_bytes(feature.vector)
 
 
 def query_vector(
