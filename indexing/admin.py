@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, Q, QuerySet
@@ -10,6 +13,8 @@ from django.utils.safestring import SafeString
 from indexing import jobs, tasks
 from indexing.models import Collection, Extractor, Feature, HashTable, Image, Job, LSHIndex
 from indexing.selectors import index_get_active, index_images_now, index_needs_rebuild
+from indexing.services.images import image_create
+from indexing.services.importer import check_image
 
 
 @admin.register(Collection)
@@ -88,8 +93,27 @@ class CollectionAdmin(admin.ModelAdmin):
         self.message_user(request, f"Queued {job}; its progress shows under Jobs.", level=messages.SUCCESS)
 
 
+class ImageAdminForm(forms.ModelForm):
+    """The admin's image form: a new image's file is checked like an upload (a clear error, nothing stored)."""
+
+    class Meta:
+        model = Image
+        fields = ["collection", "file", "label", "split", "source", "original_name"]
+
+    def clean_file(self) -> Any:
+        upload = self.cleaned_data.get("file")
+        if self.instance.pk is None and upload is not None:
+            checked = check_image(upload.read())
+            upload.seek(0)
+            if isinstance(checked, str):
+                raise forms.ValidationError(f"{upload.name}: {checked}")
+        return upload
+
+
 @admin.register(Image)
 class ImageAdmin(admin.ModelAdmin):
+    form = ImageAdminForm
+
     list_display = ["id", "thumbnail", "collection", "label", "split", "source", "width", "height"]
     list_filter = ["collection", "split", "source", "label"]
     search_fields = ["label", "original_name", "sha256"]
@@ -104,6 +128,23 @@ class ImageAdmin(admin.ModelAdmin):
     @admin.display(description="image")
     def preview(self, obj: Image) -> SafeString:
         return format_html('<img src="{}" alt="{}" style="max-width:300px">', obj.file.url, obj.label)
+
+    def save_model(self, request: HttpRequest, obj: Image, form: forms.ModelForm, change: bool) -> None:
+        """A new image goes through image_create: stored, embedded and hashed into the active indexes at once."""
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        upload = form.cleaned_data["file"]
+        created = image_create(
+            collection=obj.collection, data=upload.read(), name=upload.name or "", label=obj.label, split=obj.split
+        )
+        obj.pk = created.image.pk
+        obj.refresh_from_db()
+        if not created.created:
+            self.message_user(request, f"The collection already held this file: {obj}.", level=messages.WARNING)
+        elif created.embedded_by:
+            names = ", ".join(created.embedded_by)
+            self.message_user(request, f"Embedded by {names} and added to the active index.", level=messages.SUCCESS)
 
 
 @admin.register(Extractor)

@@ -75,3 +75,28 @@ def test_bad_uploads_are_refused_with_a_message(staff: APIClient) -> None:
     assert missing.status_code == 400
     assert missing.json()["error"].startswith("file:")
     assert Image.objects.count() == 24
+
+
+def test_an_image_added_in_the_admin_is_embedded_and_searchable(admin_client: object) -> None:
+    from django.test import Client
+
+    assert isinstance(admin_client, Client)
+    collection, extractor, index = make_indexed_collection()
+    form = {"collection": collection.pk, "label": "owl", "split": "train", "source": "", "original_name": ""}
+    broken = admin_client.post(
+        "/admin/indexing/image/add/", {**form, "file": SimpleUploadedFile("x.png", b"not an image")}
+    )
+    assert broken.status_code == 200  # the form again, with the error
+    assert "file" in broken.context["adminform"].form.errors
+    assert Image.objects.count() == 24
+    response = admin_client.post(
+        "/admin/indexing/image/add/", {**form, "file": SimpleUploadedFile("owl.png", sketch_png(777))}
+    )
+    assert response.status_code == 302
+    image = Image.objects.get(label="owl")
+    assert len(image.sha256) == 64
+    assert image.width > 0
+    assert Feature.objects.filter(image=image, extractor=extractor).exists()
+    assert IndexAddition.objects.filter(index=index, image=image).exists()
+    found = APIClient().post("/api/search/", {"image": _form(sketch_png(777))["file"]}, format="multipart").json()
+    assert found["results"][0]["image_id"] == image.pk
