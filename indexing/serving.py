@@ -22,7 +22,7 @@ from django.conf import settings
 from indexing.features.vectors import vector_from_bytes
 from indexing.lsh.codes import SignCodes
 from indexing.lsh.index import LshIndex
-from indexing.lsh.vectorfile import VectorFile, vector_file_open, vector_file_write
+from indexing.lsh.vectorfile import VectorFile, sorted_rows, vector_file_open, vector_file_write
 from indexing.models import LSHIndex
 from indexing.selectors import FeatureMatrix, additions_read, features_load, index_family, index_get_active
 from indexing.stores import OrmBucketStore
@@ -107,12 +107,7 @@ class Additions:
 
     def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, found)`` as :meth:`VectorFile.rows`."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if self.size == 0:
-            return np.empty(0, dtype=np.int64), np.zeros(ids.shape[0], dtype=bool)
-        positions = np.minimum(np.searchsorted(self.ids, ids), self.size - 1)
-        found = self.ids[positions] == ids
-        return positions[found].astype(np.int64), found
+        return sorted_rows(self.ids, ids)
 
 
 @dataclass(eq=False)

@@ -26,7 +26,7 @@ import numpy as np
 
 from indexing.lsh.codes import SignCodes
 
-__all__ = ["FORMAT", "VectorFile", "vector_file_open", "vector_file_write"]
+__all__ = ["FORMAT", "VectorFile", "sorted_rows", "vector_file_open", "vector_file_write"]
 
 FORMAT = 1
 _CHUNK = 65536
@@ -58,12 +58,7 @@ class VectorFile:
 
     def rows(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, found)``: the rows of the ``ids`` held here, and a mask of which ``ids`` those were."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if self.size == 0:
-            return np.empty(0, dtype=np.int64), np.zeros(ids.shape[0], dtype=bool)
-        positions = np.minimum(np.searchsorted(self.ids, ids), self.size - 1)
-        found = self.ids[positions] == ids
-        return positions[found].astype(np.int64), found
+        return sorted_rows(self.ids, ids)
 
     def label_code(self, label: str) -> int:
         """The code of ``label`` in ``labels`` (-1: no image here has it)."""
@@ -72,6 +67,16 @@ class VectorFile:
     def kind_code(self, kind: str) -> int:
         """The code of a collection kind in ``kinds`` (-1: none here)."""
         return self.kind_names.index(kind) if kind in self.kind_names else -1
+
+
+def sorted_rows(held: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, found)``: positions in the ascending ``held`` of the ``ids`` it holds, and which ``ids`` they were."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if held.shape[0] == 0:
+        return np.empty(0, dtype=np.int64), np.zeros(ids.shape[0], dtype=bool)
+    positions = np.minimum(np.searchsorted(held, ids), held.shape[0] - 1)
+    found = held[positions] == ids
+    return positions[found].astype(np.int64), found
 
 
 def _codes(names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
