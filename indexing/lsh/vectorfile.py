@@ -131,10 +131,12 @@ def vector_file_write(
         np.save(staging / "kinds.npy", kind_codes.astype(np.int8))
         meta = {"format": FORMAT, "count": int(n), "label_names": label_names, "kind_names": kind_names}
         (staging / "meta.json").write_text(json.dumps(meta))
-        if path.exists():  # a folder written by another process meanwhile: the same rows, keep theirs
-            shutil.rmtree(staging)
-        else:
-            os.replace(staging, path)
+        try:
+            os.rename(staging, path)  # atomic; fails if another process put its folder there first
+        except OSError:
+            if not path.exists():
+                raise
+            shutil.rmtree(staging)  # a folder written by another process meanwhile: the same rows, keep theirs
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
