@@ -54,6 +54,20 @@ def vector_file_build(index: LSHIndex, *, matrix: FeatureMatrix | None = None) -
     )
 
 
+def vector_folders_prune() -> list[str]:
+    """Delete this machine's vector folders of versions that no longer exist (deleted on another machine)."""
+    root = Path(settings.SKETCHSEARCH_VECTOR_DIR)
+    if not root.is_dir():
+        return []
+    wanted = {vector_folder(index).name for index in LSHIndex.objects.only("pk", "created_at")}
+    removed = []
+    for folder in root.iterdir():
+        if folder.is_dir() and folder.name.startswith("index-") and folder.name not in wanted:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
 def vector_file_get(index: LSHIndex) -> VectorFile:
     """The version's mapped vectors; written from the Feature rows first when the folder is missing or unreadable."""
     folder = vector_folder(index)
@@ -145,6 +159,7 @@ def index_load(index: LSHIndex) -> LoadedIndex:
     """Load a version for serving: its family and tables from the database, its vectors mapped from disk."""
     store = OrmBucketStore(list(index.tables.order_by("number").values_list("id", flat=True)))
     vectors = vector_file_get(index)
+    vector_folders_prune()  # a version is loaded rarely (start, flip): the moment to drop retired versions' folders
     lsh = LshIndex(index_family(index), store)
     loaded = LoadedIndex(index, lsh, vectors, Additions.empty(vectors.dim, vectors.coder.words))
     loaded.refresh()

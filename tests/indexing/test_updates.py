@@ -208,3 +208,38 @@ def test_the_index_list_says_when_a_version_has_outgrown_its_parameters(settings
     assert (row["item_count"], row["images_now"], row["needs_rebuild"]) == (24, 25, False)
     settings.SKETCHSEARCH_REBUILD_GROWTH = 1.04
     assert APIClient().get("/api/indexes/").json()[0]["needs_rebuild"] is True
+
+
+def test_loading_a_version_drops_the_folders_of_deleted_versions() -> None:
+    collection, extractor, first = make_indexed_collection()
+    second = index_build(
+        extractor=extractor, collections=[collection], family="binary", num_tables=2, hashes_per_table=2, probes=0
+    )
+    old_folder = vector_folder(first)
+    assert old_folder.exists()
+    LSHIndex.objects.filter(pk=first.pk).update(is_active=False)
+    retired = LSHIndex.objects.get(pk=first.pk)
+    kept = old_folder.parent / "unrelated"  # not a version folder: left alone
+    kept.mkdir()
+    shutil.copytree(old_folder, old_folder.parent / "index-keep")  # a stray copy, as another machine may leave
+    LSHIndex.objects.filter(pk=retired.pk).delete()  # deleted elsewhere: this machine's folder stays behind
+    assert old_folder.exists()
+    index_cache.clear()
+    assert sketch_search(image=sketch_png(5), top_k=3, index=second.pk).hits
+    assert not old_folder.exists()
+    assert not (old_folder.parent / "index-keep").exists()
+    assert kept.exists()
+    assert vector_folder(second).exists()
+
+
+def test_deleting_a_version_removes_its_folder_on_this_machine() -> None:
+    from indexing.services.index import index_delete
+
+    collection, extractor, first = make_indexed_collection()
+    index_build(
+        extractor=extractor, collections=[collection], family="binary", num_tables=2, hashes_per_table=2, probes=0
+    )
+    folder = vector_folder(first)
+    assert folder.exists()
+    index_delete(index=LSHIndex.objects.get(pk=first.pk))
+    assert not folder.exists()
