@@ -7,6 +7,7 @@ embedded set-up: SQLite under var/, Celery in eager mode, DEBUG on, files under 
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -205,7 +206,10 @@ SKETCHSEARCH_RETIRED_INDEX_GRACE_SECONDS: int = env.int("SKETCHSEARCH_RETIRED_IN
 SKETCHSEARCH_MIN_CANDIDATES: int = env.int("SKETCHSEARCH_MIN_CANDIDATES", default=100)
 # Where each index version's vectors are written at build time and memory-mapped by every process (a cache of the
 # Feature rows: a missing folder is written again from them). Give each machine a local disk here.
-SKETCHSEARCH_VECTOR_DIR = Path(env.str("SKETCHSEARCH_VECTOR_DIR", default=str(VAR_DIR / "vectors")))
+# The default has a folder per database, so two databases on one machine (the demo, a benchmark) never prune each
+# other's folders (indexing.serving.vector_folders_prune).
+_DATABASE_SLUG = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(DATABASES["default"]["NAME"])).stem) or "default"
+SKETCHSEARCH_VECTOR_DIR = Path(env.str("SKETCHSEARCH_VECTOR_DIR", default=str(VAR_DIR / "vectors" / _DATABASE_SLUG)))
 # Candidates re-ranked exactly by cosine; more than this are first cut down by the Hamming distance of their 256-bit
 # sign codes. 0 (the default) re-ranks every candidate: measured on 1M synthetic vectors, a cut to 1,000 of ~10,000
 # candidates saved 7 ms of 37 but dropped recall@10 from 0.975 to 0.38 (README "Performance").
