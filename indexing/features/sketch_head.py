@@ -61,6 +61,10 @@ RETRIEVAL_LAYER = "classes"  # the softmax: retrieval by class probabilities
 WORD_ALIASES = {"wine bottle": "wine-bottle", "light bulb": "lightbulb"}
 CUTS = (0.25, 0.5, 0.75)  # the unfinished drawings live search sends
 FOLDS = 5  # of the 15 drawings per word: 3 per fold, by file position
+# The head's extra class for photographs (trained on Sketchy photos, never on the distractor photos measured): a
+# photo's probabilities gather there, away from every sketch class, so photos stop crowding a sketch's results.
+# Not a class anyone draws: the page's suggestion chips skip it.
+PHOTO_CLASS = "(photo)"
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ class HeadRecipe:
         drawing_views: Augmented views per Quick, Draw! drawing beyond the plain one and its cuts.
         cuts: Which unfinished versions (fractions of the strokes) of each Quick, Draw! drawing it trains on.
         cut_weight: Loss weight of an unfinished drawing relative to a whole one.
+        photo_weight: Loss weight of a photo of the :data:`PHOTO_CLASS` (0: no photo class).
     """
 
     hidden: tuple[int, ...] = (1024,)
@@ -90,6 +95,7 @@ class HeadRecipe:
     drawing_views: int = 0
     cuts: tuple[float, ...] = CUTS
     cut_weight: float = 0.5
+    photo_weight: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (stored in a head file's metadata and with an evaluation run)."""
@@ -241,11 +247,18 @@ class TrainingSet:
     weights: np.ndarray
 
     @classmethod
-    def from_cache(cls, cache: ViewCache, rows: np.ndarray, recipe: HeadRecipe = HeadRecipe()) -> TrainingSet:
+    def from_cache(
+        cls,
+        cache: ViewCache,
+        rows: np.ndarray,
+        recipe: HeadRecipe = HeadRecipe(),
+        photos: np.ndarray | None = None,
+    ) -> TrainingSet:
         """The views of ``rows`` (a boolean mask over the cache's items) that the recipe trains on.
 
         TU-Berlin rows give their plain view and ``raster_views`` augmented ones; Quick, Draw! rows their plain
-        view, their 25/50/75% cuts and ``drawing_views`` augmented ones.
+        view, their 25/50/75% cuts and ``drawing_views`` augmented ones. ``photos`` (backbone vectors) become
+        :data:`PHOTO_CLASS` rows when the recipe's ``photo_weight`` is above 0.
         """
         tu = rows & (cache.source == "tu")
         qd = rows & (cache.source == "qd")
@@ -260,6 +273,10 @@ class TrainingSet:
         vectors = np.concatenate([cache.views[name][mask] for mask, name, _ in parts])
         labels = np.concatenate([cache.labels[mask] for mask, _, _ in parts])
         weights = np.concatenate([np.full(int(mask.sum()), weight, np.float32) for mask, _, weight in parts])
+        if photos is not None and len(photos) and recipe.photo_weight > 0:
+            vectors = np.concatenate([vectors, np.asarray(photos, dtype=vectors.dtype)])
+            labels = np.concatenate([labels, np.full(len(photos), PHOTO_CLASS)])
+            weights = np.concatenate([weights, np.full(len(photos), recipe.photo_weight, np.float32)])
         classes = np.unique(labels)
         return cls(vectors=vectors, targets=np.searchsorted(classes, labels), classes=classes, weights=weights)
 

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.files.storage import default_storage
 
 from indexing.features.preprocess import QUERY_DECODE_SIDE, is_blank, load_image, preprocess_sketch
+from indexing.features.sketch_head import PHOTO_CLASS
 from indexing.features.vectors import vector_from_bytes
 from indexing.lsh.codes import shortlist
 from indexing.models import Collection, Feature, Image, LSHIndex
@@ -168,7 +169,8 @@ def _embed(
     if predictions is not None and classes and hasattr(backbone, "embed_and_classify"):
         vectors, probabilities = backbone.embed_and_classify(pixels[np.newaxis])
         if probabilities is not None and probabilities.shape[1] == len(classes):
-            top = np.argsort(-probabilities[0])[:PREDICTIONS]
+            drawable = [i for i in np.argsort(-probabilities[0]) if classes[i] != PHOTO_CLASS]  # not a drawn class
+            top = drawable[:PREDICTIONS]
             predictions.extend(Prediction(label=str(classes[i]), score=float(probabilities[0, i])) for i in top)
         vector = vectors[0]
     else:

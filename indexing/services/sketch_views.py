@@ -79,3 +79,13 @@ def folder_vectors(
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, vectors=vectors, labels=labels)
     return vectors, labels
+
+
+def negative_photos(*, folder: Path | None = None, cache: Path | None = None) -> np.ndarray:
+    """Backbone vectors of the Sketchy photos, the head's photo class (never the distractor photos measured)."""
+    vectors, _ = folder_vectors(
+        folder or SHARED_DATA / "sketchy-125" / "photo",
+        kind="photo",
+        cache=cache if cache is not None else CACHE_DIR / "sketchy-photo-vectors.npz",
+    )
+    return vectors

@@ -127,3 +127,21 @@ def test_each_cut_view_keeps_its_own_share_of_the_strokes(tmp_path: Path) -> Non
     assert np.allclose(views.views["cut25"][qd_rows], views.views["cut50"][qd_rows])
     assert np.allclose(views.views["cut75"][qd_rows], views.views["plain"][qd_rows])
     assert not np.allclose(views.views["cut50"][qd_rows], views.views["cut75"][qd_rows])
+
+
+def test_photos_become_one_extra_class_only_when_the_recipe_weighs_them(tmp_path: Path) -> None:
+    from indexing.features.sketch_head import PHOTO_CLASS
+
+    views = embed_views(
+        _Base(), tu_berlin=_tu_folder(tmp_path / "tu"), quickdraw=_qd_folder(tmp_path / "qd"), recipe=HeadRecipe()
+    )
+    photos = np.random.default_rng(0).random((5, views.views["plain"].shape[1])).astype(np.float32)
+    plain = TrainingSet.from_cache(views, views.fold != 0, HeadRecipe(cuts=()), photos)
+    assert PHOTO_CLASS not in plain.classes  # photo_weight 0: the photos are not used
+    with_photos = TrainingSet.from_cache(views, views.fold != 0, HeadRecipe(cuts=(), photo_weight=0.7), photos)
+    assert sorted(with_photos.classes.tolist()) == sorted([*plain.classes.tolist(), PHOTO_CLASS])
+    photo_rows = with_photos.targets == with_photos.classes.tolist().index(PHOTO_CLASS)
+    assert photo_rows.sum() == 5
+    np.testing.assert_array_equal(with_photos.vectors[photo_rows], photos)
+    assert np.allclose(with_photos.weights[photo_rows], 0.7)
+    assert len(with_photos.targets) == len(plain.targets) + 5

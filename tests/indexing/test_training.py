@@ -187,3 +187,25 @@ def test_training_logs_one_line_per_epoch_and_refuses_to_overwrite(
     with pytest.raises(CommandError, match="exists"):
         call_command("train_extractor", stdout=StringIO(), verbosity=0, **arguments)
     call_command("train_extractor", stdout=StringIO(), verbosity=0, force=True, **arguments)
+
+
+def test_the_photo_class_is_never_suggested(tiny: None) -> None:
+    from indexing.features.sketch_head import PHOTO_CLASS
+    from indexing.services.index import index_build
+    from indexing.services.search import sketch_search
+    from indexing.serving import index_cache
+    from tests.conftest import sketch_png
+
+    train(model=1)
+    trained = Extractor.objects.get(name="tiny-model1")
+    collection = Collection.objects.get(name="tiny")
+    collection_extract_features(collection=collection, extractor=trained)
+    index_build(extractor=trained, collections=[collection], family="binary", num_tables=4, hashes_per_table=2)
+    classes = list(trained.details["classes"])
+    everything = {p.label for p in sketch_search(image=sketch_png(5), top_k=3).predictions}
+    assert everything == set(classes)
+    trained.details = {**trained.details, "classes": [PHOTO_CLASS, *classes[1:]]}
+    trained.save(update_fields=["details"])
+    index_cache.clear()  # a process loads an extractor's classes with the index version
+    labels = [p.label for p in sketch_search(image=sketch_png(5), top_k=3).predictions]
+    assert sorted(labels) == sorted(classes[1:])  # the same scores, less the photo class

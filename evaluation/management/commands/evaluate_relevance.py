@@ -14,7 +14,14 @@ from evaluation.protocols import Scores, lsh_scores, scan_scores, tuned_index
 from evaluation.reports import markdown_table
 from indexing.features.sketch_head import CUTS, FOLDS, RETRIEVAL_LAYER, HeadRecipe, TrainingSet, fit_sketch_head
 from indexing.features.training import head_embed
-from indexing.services.sketch_views import CACHE_DIR, SHARED_DATA, DataMissingError, folder_vectors, sketch_view_cache
+from indexing.services.sketch_views import (
+    CACHE_DIR,
+    SHARED_DATA,
+    DataMissingError,
+    folder_vectors,
+    negative_photos,
+    sketch_view_cache,
+)
 
 FLOOR = settings.SKETCHSEARCH_MIN_CANDIDATES  # "through the served default index": as a served search probes
 TU_TEST_PER_CLASS = 20  # the paper's 60/20 split: the last 20 sketches of each class by id
@@ -46,11 +53,15 @@ class Command(BaseCommand):
         parser.add_argument("--photos", type=Path, default=SHARED_DATA / "photos")
         parser.add_argument("--folds", type=int, default=FOLDS, help="Quick, Draw! folds to run (of 5)")
         parser.add_argument("--epochs", type=int, default=HeadRecipe.epochs)
+        parser.add_argument(
+            "--photo-weight", type=float, default=HeadRecipe.photo_weight, help="the photo class's weight (0: none)"
+        )
+        parser.add_argument("--negative-photos", type=Path, default=SHARED_DATA / "sketchy-125" / "photo")
         parser.add_argument("--cache", type=Path, default=CACHE_DIR, help="folder of the embedding caches")
         parser.add_argument("--skip", default="", help="comma-separated protocols to skip: quickdraw,sketchy,within")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        recipe = HeadRecipe(epochs=options["epochs"])
+        recipe = HeadRecipe(epochs=options["epochs"], photo_weight=options["photo_weight"])
         skip = {s for s in options["skip"].split(",") if s}
         cache: Path = options["cache"]
         try:
@@ -61,6 +72,11 @@ class Command(BaseCommand):
                 cache=cache / "sketch-head-views.npz",
                 say=self.stdout.write,
             )
+            photos = (
+                negative_photos(folder=options["negative_photos"], cache=cache / "sketchy-photo-vectors.npz")
+                if recipe.photo_weight > 0
+                else None
+            )
         except DataMissingError as exc:
             raise CommandError(str(exc)) from exc
         tu = views.source == "tu"
@@ -68,10 +84,10 @@ class Command(BaseCommand):
         results: dict[str, Any] = {}
         started = time.perf_counter()
         if "quickdraw" not in skip:
-            results["quickdraw"] = self._quickdraw(views, recipe, gallery, gallery_labels, options["folds"])
+            results["quickdraw"] = self._quickdraw(views, recipe, gallery, gallery_labels, options["folds"], photos)
         if "sketchy" not in skip or "within" not in skip:
             tu_test = _tu_test_rows(views.keys, views.labels, tu)
-            head = fit_sketch_head(TrainingSet.from_cache(views, ~tu_test, recipe), recipe)
+            head = fit_sketch_head(TrainingSet.from_cache(views, ~tu_test, recipe, photos), recipe)
             embed = _embedder(head)
             if "sketchy" not in skip:
                 results["sketchy"] = self._sketchy(options["sketchy"], cache, embed, gallery, gallery_labels)
@@ -89,14 +105,20 @@ class Command(BaseCommand):
         self.stdout.write(markdown_table(rows, list(rows[0])))
 
     def _quickdraw(
-        self, views: Any, recipe: HeadRecipe, gallery: np.ndarray, gallery_labels: np.ndarray, folds: int
+        self,
+        views: Any,
+        recipe: HeadRecipe,
+        gallery: np.ndarray,
+        gallery_labels: np.ndarray,
+        folds: int,
+        photos: np.ndarray | None,
     ) -> dict[str, Any]:
         qd = views.source == "qd"
         stages = {"whole": "plain"} | {f"{round(c * 100)}%": f"cut{round(c * 100)}" for c in CUTS}
         per_fold: dict[str, list[Scores]] = {}
         for fold in range(folds):
             held = qd & (views.fold == fold)
-            head = fit_sketch_head(TrainingSet.from_cache(views, ~held, recipe), recipe)
+            head = fit_sketch_head(TrainingSet.from_cache(views, ~held, recipe, photos), recipe)
             embed = _embedder(head)
             served_gallery = embed(gallery)
             index, tuning = tuned_index(served_gallery)

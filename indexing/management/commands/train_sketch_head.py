@@ -8,7 +8,7 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from indexing.features.sketch_head import SHIPPED_HEAD, HeadRecipe, TrainingSet, fit_sketch_head, save_head
-from indexing.services.sketch_views import CACHE_DIR, SHARED_DATA, DataMissingError, sketch_view_cache
+from indexing.services.sketch_views import CACHE_DIR, SHARED_DATA, DataMissingError, negative_photos, sketch_view_cache
 
 MAX_HEAD_BYTES = 10 * 1024 * 1024
 
@@ -30,9 +30,15 @@ class Command(BaseCommand):
         parser.add_argument("--cache", type=Path, default=CACHE_DIR / "sketch-head-views.npz")
         parser.add_argument("--epochs", type=int, default=HeadRecipe.epochs)
         parser.add_argument("--seed", type=int, default=HeadRecipe.seed)
+        parser.add_argument(
+            "--photo-weight", type=float, default=HeadRecipe.photo_weight, help="the photo class's weight (0: none)"
+        )
+        parser.add_argument(
+            "--negative-photos", type=Path, default=SHARED_DATA / "sketchy-125" / "photo", help="the photo class"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        recipe = HeadRecipe(epochs=options["epochs"], seed=options["seed"])
+        recipe = HeadRecipe(epochs=options["epochs"], seed=options["seed"], photo_weight=options["photo_weight"])
         fold = options["hold_out_fold"]
         if not -1 <= fold <= 4:
             raise CommandError(f"--hold-out-fold must be -1..4, got {fold}")
@@ -44,10 +50,11 @@ class Command(BaseCommand):
                 cache=options["cache"],
                 say=self.stdout.write,
             )
+            photos = negative_photos(folder=options["negative_photos"]) if recipe.photo_weight > 0 else None
         except DataMissingError as exc:
             raise CommandError(str(exc)) from exc
         rows = views.fold != fold if fold >= 0 else np.ones(len(views.labels), dtype=bool)
-        data = TrainingSet.from_cache(views, rows, recipe)
+        data = TrainingSet.from_cache(views, rows, recipe, photos)
         started = time.perf_counter()
         head = fit_sketch_head(data, recipe, verbose=0)
         seconds = time.perf_counter() - started
@@ -58,9 +65,11 @@ class Command(BaseCommand):
             "train_rows": int(len(data.targets)),
             "tu_berlin_sketches": int(((views.source == "tu") & rows).sum()),
             "quickdraw_drawings": int(((views.source == "qd") & rows).sum()),
+            "photos": 0 if photos is None else int(len(photos)),
             "training_seconds": round(seconds, 1),
             "command": "manage.py train_sketch_head" + (f" --hold-out-fold {fold}" if fold else ""),
-            "data": "TU-Berlin (Eitz et al. 2012, CC BY 4.0); Quick, Draw! (Google Creative Lab, CC BY 4.0)",
+            "data": "TU-Berlin (Eitz et al. 2012, CC BY 4.0); Quick, Draw! (Google Creative Lab, CC BY 4.0)"
+            + ("; Sketchy photos (Sangkloy et al. 2016, research use)" if photos is not None else ""),
         }
         size = save_head(head, options["output"], classes=[str(c) for c in data.classes], meta=meta)
         if size > MAX_HEAD_BYTES:
