@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from django.conf import settings
+from PIL import Image
 
 from indexing.features.backbones import Backbone, load_backbone
 from indexing.features.preprocess import load_image, preprocess_photo, preprocess_sketch
@@ -81,11 +82,61 @@ def folder_vectors(
     return vectors, labels
 
 
+# scikit-image's bundled sample photos that are public domain or CC0 (its data README), plus retina (CC BY 4.0,
+# M. Häggström): the photo class's source when no other photos may be used (the repository ships weights).
+SAMPLE_PHOTOS = (
+    "astronaut.png", "brick.png", "chelsea.png", "coffee.png", "coins.png", "grass.png", "gravel.png",
+    "hubble_deep_field.jpg", "ihc.png", "rocket.jpg", "retina.jpg",
+)  # fmt: skip
+SAMPLE_VIEWS = 300  # random crops per sample photo
+
+
+def sample_photo_views(*, views: int = SAMPLE_VIEWS, seed: int = 0) -> list[Image.Image]:
+    """Random crops (10-100% of the side), flips, quarter turns and brightness changes of the sample photos."""
+    import importlib.resources
+
+    from PIL import ImageEnhance
+
+    rng = np.random.default_rng(seed)
+    try:
+        folder = importlib.resources.files("skimage") / "data"  # scikit-image (requirements-dev.txt): its files only
+    except ModuleNotFoundError as exc:
+        raise DataMissingError("the photo class's sample photos come with scikit-image (pip install it)") from exc
+    crops: list[Image.Image] = []
+    for name in SAMPLE_PHOTOS:
+        with (folder / name).open("rb") as handle:
+            photo = Image.open(handle).convert("RGB")
+            photo.load()
+        width, height = photo.size
+        for _ in range(views):
+            side = int(min(width, height) * rng.uniform(0.1, 1.0))
+            left, top = int(rng.integers(0, width - side + 1)), int(rng.integers(0, height - side + 1))
+            crop = photo.crop((left, top, left + side, top + side))
+            if rng.random() < 0.5:
+                crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            crop = crop.rotate(90 * int(rng.integers(0, 4)), expand=True)
+            crops.append(ImageEnhance.Brightness(crop).enhance(float(rng.uniform(0.6, 1.4))))
+    return crops
+
+
 def negative_photos(*, folder: Path | None = None, cache: Path | None = None) -> np.ndarray:
-    """Backbone vectors of the Sketchy photos, the head's photo class (never the distractor photos measured)."""
-    vectors, _ = folder_vectors(
-        folder or SHARED_DATA / "sketchy-125" / "photo",
-        kind="photo",
-        cache=cache if cache is not None else CACHE_DIR / "sketchy-photo-vectors.npz",
-    )
+    """Backbone vectors of the photo class's photos: a folder's, or (``folder`` None) the sample photos' views.
+
+    Never the distractor photos the protocols measure.
+    """
+    if folder is not None:
+        return folder_vectors(folder, kind="photo", cache=cache)[0]
+    cache = cache if cache is not None else CACHE_DIR / "sample-photo-vectors.npz"
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as data:
+            return np.asarray(data["vectors"])
+    backbone = shipped_backbone()
+    crops = sample_photo_views()
+    parts = [
+        backbone.embed(np.stack([preprocess_photo(c, backbone.input_size) for c in crops[start : start + 128]]))
+        for start in range(0, len(crops), 128)
+    ]
+    vectors = np.concatenate(parts)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, vectors=vectors)
     return vectors

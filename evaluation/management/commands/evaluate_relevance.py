@@ -56,7 +56,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--photo-weight", type=float, default=HeadRecipe.photo_weight, help="the photo class's weight (0: none)"
         )
-        parser.add_argument("--negative-photos", type=Path, default=SHARED_DATA / "sketchy-125" / "photo")
+        parser.add_argument(
+            "--negative-photos",
+            type=Path,
+            default=None,
+            help="a photo folder for the photo class (default: the sample photos)",
+        )
         parser.add_argument("--cache", type=Path, default=CACHE_DIR, help="folder of the embedding caches")
         parser.add_argument("--skip", default="", help="comma-separated protocols to skip: quickdraw,sketchy,within")
 
@@ -73,7 +78,10 @@ class Command(BaseCommand):
                 say=self.stdout.write,
             )
             photos = (
-                negative_photos(folder=options["negative_photos"], cache=cache / "sketchy-photo-vectors.npz")
+                negative_photos(
+                    folder=options["negative_photos"],
+                    cache=None if options["negative_photos"] is None else cache / "photo-class-vectors.npz",
+                )
                 if recipe.photo_weight > 0
                 else None
             )

@@ -34,7 +34,10 @@ class Command(BaseCommand):
             "--photo-weight", type=float, default=HeadRecipe.photo_weight, help="the photo class's weight (0: none)"
         )
         parser.add_argument(
-            "--negative-photos", type=Path, default=SHARED_DATA / "sketchy-125" / "photo", help="the photo class"
+            "--negative-photos",
+            type=Path,
+            default=None,
+            help="a photo folder for the photo class (default: the sample photos)",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:

@@ -1,0 +1,29 @@
+"""The photo class's sample photos: scikit-image's public-domain images, cropped, turned and lit at random."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexing.services.sketch_views import SAMPLE_PHOTOS, negative_photos, sample_photo_views
+
+pytest.importorskip("skimage", reason="scikit-image is not installed (requirements-dev.txt)")
+
+
+def test_sample_views_are_seeded_random_crops_of_every_sample_photo() -> None:
+    views = sample_photo_views(views=3, seed=1)
+    assert len(views) == 3 * len(SAMPLE_PHOTOS)
+    assert {v.mode for v in views} == {"RGB"}
+    assert len({v.size for v in views}) > 5  # crops of many sizes
+    again = sample_photo_views(views=3, seed=1)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(views, again, strict=True))
+    other = sample_photo_views(views=3, seed=2)
+    assert not all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(views, other, strict=False))
+
+
+def test_negative_photos_reads_a_cache_instead_of_embedding(tmp_path: Path) -> None:
+    cached = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.savez(tmp_path / "photos.npz", vectors=cached)
+    np.testing.assert_array_equal(negative_photos(cache=tmp_path / "photos.npz"), cached)
