@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from argparse import ArgumentParser
 from collections.abc import Callable
 from pathlib import Path
 
@@ -140,3 +141,16 @@ def negative_photos(*, folder: Path | None = None, cache: Path | None = None) ->
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, vectors=vectors)
     return vectors
+
+
+def add_photo_class_arguments(parser: ArgumentParser) -> None:
+    """``--photo-weight`` and ``--negative-photos``, shared by train_sketch_head and evaluate_relevance."""
+    parser.add_argument(
+        "--photo-weight", type=float, default=HeadRecipe.photo_weight, help="the photo class's weight (0: none)"
+    )
+    parser.add_argument(
+        "--negative-photos",
+        type=Path,
+        default=None,
+        help="a photo folder for the photo class (default: scikit-image's public-domain sample photos)",
+    )

@@ -18,6 +18,7 @@ from indexing.services.sketch_views import (
     CACHE_DIR,
     SHARED_DATA,
     DataMissingError,
+    add_photo_class_arguments,
     folder_vectors,
     negative_photos,
     sketch_view_cache,
@@ -53,15 +54,7 @@ class Command(BaseCommand):
         parser.add_argument("--photos", type=Path, default=SHARED_DATA / "photos")
         parser.add_argument("--folds", type=int, default=FOLDS, help="Quick, Draw! folds to run (of 5)")
         parser.add_argument("--epochs", type=int, default=HeadRecipe.epochs)
-        parser.add_argument(
-            "--photo-weight", type=float, default=HeadRecipe.photo_weight, help="the photo class's weight (0: none)"
-        )
-        parser.add_argument(
-            "--negative-photos",
-            type=Path,
-            default=None,
-            help="a photo folder for the photo class (default: the sample photos)",
-        )
+        add_photo_class_arguments(parser)
         parser.add_argument("--cache", type=Path, default=CACHE_DIR, help="folder of the embedding caches")
         parser.add_argument("--skip", default="", help="comma-separated protocols to skip: quickdraw,sketchy,within")
 

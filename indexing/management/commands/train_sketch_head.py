@@ -8,7 +8,14 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from indexing.features.sketch_head import SHIPPED_HEAD, HeadRecipe, TrainingSet, fit_sketch_head, save_head
-from indexing.services.sketch_views import CACHE_DIR, SHARED_DATA, DataMissingError, negative_photos, sketch_view_cache
+from indexing.services.sketch_views import (
+    CACHE_DIR,
+    SHARED_DATA,
+    DataMissingError,
+    add_photo_class_arguments,
+    negative_photos,
+    sketch_view_cache,
+)
 
 MAX_HEAD_BYTES = 10 * 1024 * 1024
 
@@ -30,15 +37,7 @@ class Command(BaseCommand):
         parser.add_argument("--cache", type=Path, default=CACHE_DIR / "sketch-head-views.npz")
         parser.add_argument("--epochs", type=int, default=HeadRecipe.epochs)
         parser.add_argument("--seed", type=int, default=HeadRecipe.seed)
-        parser.add_argument(
-            "--photo-weight", type=float, default=HeadRecipe.photo_weight, help="the photo class's weight (0: none)"
-        )
-        parser.add_argument(
-            "--negative-photos",
-            type=Path,
-            default=None,
-            help="a photo folder for the photo class (default: the sample photos)",
-        )
+        add_photo_class_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         recipe = HeadRecipe(epochs=options["epochs"], seed=options["seed"], photo_weight=options["photo_weight"])
