@@ -179,24 +179,15 @@ def serve(args: argparse.Namespace) -> None:
 
 def exact_top10(loaded: Any, query_ids: np.ndarray) -> list[list[int]]:
     """The exact top 10 of each query image over the mapped vectors (one blockwise pass), itself excluded."""
+    from indexing.lsh.scan import cosine_top_k
+
     stored = loaded.vectors
     rows, _ = stored.rows(query_ids)
-    queries = np.asarray(stored.vectors[rows])
-    best_scores = np.full((len(rows), 11), -np.inf, dtype=np.float32)
-    best_ids = np.zeros((len(rows), 11), dtype=np.int64)
-    for start in range(0, stored.size, 65536):
-        scores = queries @ np.asarray(stored.vectors[start : start + 65536]).T
-        ids = np.broadcast_to(stored.ids[start : start + 65536], scores.shape)
-        all_scores = np.concatenate([best_scores, scores], axis=1)
-        all_ids = np.concatenate([best_ids, ids], axis=1)
-        top = np.argpartition(-all_scores, 10, axis=1)[:, :11]
-        best_scores = np.take_along_axis(all_scores, top, axis=1)
-        best_ids = np.take_along_axis(all_ids, top, axis=1)
-    truth = []
-    for q, image_id in enumerate(query_ids.tolist()):
-        order = np.lexsort((best_ids[q], -best_scores[q]))
-        truth.append([int(i) for i in best_ids[q][order] if i != image_id][:10])
-    return truth
+    top_rows, _ = cosine_top_k(stored.vectors, np.asarray(stored.vectors[rows]), 11)
+    return [
+        [int(i) for i in stored.ids[row] if i != image_id][:10]
+        for row, image_id in zip(top_rows, query_ids, strict=True)
+    ]
 
 
 def add_image(index: Any, source: int) -> dict[str, Any]:

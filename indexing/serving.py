@@ -84,17 +84,23 @@ def vector_file_get(index: LSHIndex) -> VectorFile:
 class Additions:
     """The images hashed into a version after its build, as this process last read them (newest vector wins)."""
 
-    ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))  # ascending
-    vectors: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.float32))
-    codes: np.ndarray = field(default_factory=lambda: np.empty((0, 0), dtype=np.uint64))
-    labels: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=str))
-    kinds: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=str))
+    ids: np.ndarray  # ascending
+    vectors: np.ndarray
+    codes: np.ndarray
+    labels: np.ndarray
+    kinds: np.ndarray
     last_id: int = 0  # the newest IndexAddition read
 
     @classmethod
     def empty(cls, dim: int, words: int) -> Additions:
         """No additions, shaped for vectors of ``dim`` and codes of ``words``."""
-        return cls(vectors=np.empty((0, dim), dtype=np.float32), codes=np.empty((0, words), dtype=np.uint64))
+        return cls(
+            ids=np.empty(0, dtype=np.int64),
+            vectors=np.empty((0, dim), dtype=np.float32),
+            codes=np.empty((0, words), dtype=np.uint64),
+            labels=np.empty(0, dtype=str),
+            kinds=np.empty(0, dtype=str),
+        )
 
     @property
     def size(self) -> int:
@@ -105,14 +111,11 @@ class Additions:
         self, ids: np.ndarray, vectors: np.ndarray, codes: np.ndarray, labels: np.ndarray, kinds: np.ndarray, last: int
     ) -> Additions:
         """These additions with newer rows: a re-added image keeps only its newest vector."""
-        if self.size == 0:
-            all_ids, all_vectors, all_codes, all_labels, all_kinds = ids, vectors, codes, labels, kinds
-        else:
-            all_ids = np.concatenate([self.ids, ids])
-            all_vectors = np.concatenate([self.vectors, vectors])
-            all_codes = np.concatenate([self.codes, codes])
-            all_labels = np.concatenate([self.labels, labels])
-            all_kinds = np.concatenate([self.kinds, kinds])
+        all_ids = np.concatenate([self.ids, ids])
+        all_vectors = np.concatenate([self.vectors, vectors])
+        all_codes = np.concatenate([self.codes, codes])
+        all_labels = np.concatenate([self.labels, labels])
+        all_kinds = np.concatenate([self.kinds, kinds])
         # np.unique keeps the first of equal ids: look at the rows newest first.
         reverse = np.arange(all_ids.shape[0])[::-1]
         _, first = np.unique(all_ids[reverse], return_index=True)
@@ -131,7 +134,7 @@ class LoadedIndex:
     index: LSHIndex
     lsh: LshIndex
     vectors: VectorFile
-    additions: Additions = field(default_factory=Additions)
+    additions: Additions
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property

@@ -13,8 +13,9 @@ from indexing.features.backbones import Backbone, backbone_spec
 from indexing.features.crossdomain import JointBackbone
 from indexing.features.pipeline import ImageKind, embed_images
 from indexing.features.preprocess import DEFAULT_SKETCH_DILATE
-from indexing.features.vectors import vector_from_bytes, vector_to_bytes
+from indexing.features.vectors import vector_to_bytes
 from indexing.models import Collection, Extractor, Feature, Image
+from indexing.selectors import features_read
 from indexing.services.backbones import backbone_load, extractor_backbone
 from indexing.services.updates import index_images_add
 
@@ -88,19 +89,6 @@ def features_upsert(*, extractor: Extractor, image_ids: np.ndarray, vectors: np.
 
 
 HEAD_CHUNK_SIZE = 4096
-
-
-def features_read(*, extractor: Extractor, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The stored vectors of ``image_ids`` (those that have one), as (ids ascending, (m, dim) float32)."""
-    rows = list(
-        Feature.objects.filter(extractor=extractor, image_id__in=[int(i) for i in image_ids])
-        .order_by("image_id")
-        .values_list("image_id", "vector")
-    )
-    vectors = np.empty((len(rows), extractor.output_dim), dtype=np.float32)
-    for position, (_, blob) in enumerate(rows):
-        vectors[position] = vector_from_bytes(blob, count=extractor.output_dim)
-    return np.array([r[0] for r in rows], dtype=np.int64), vectors
 
 
 def _reusable_base(extractor: Extractor, backbone: Backbone, kind: ImageKind) -> Extractor | None:
