@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,6 +129,21 @@ class Additions:
         return sorted_rows(self.ids, ids)
 
 
+class _Writes:
+    """Counts the additions this process wrote, so that its own next search reads them without waiting a poll."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def mark(self) -> None:
+        with self._lock:
+            self.count += 1
+
+
+additions_written = _Writes()
+
+
 @dataclass(eq=False)
 class LoadedIndex:
     """What a process keeps per index version: the core index over the ORM store, the mapped vectors, additions."""
@@ -136,6 +153,9 @@ class LoadedIndex:
     vectors: VectorFile
     additions: Additions
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _polled_at: float = -math.inf  # time.monotonic() of the last read of the additions
+    _writes_seen: int = -1  # additions_written.count at that read
+    populated: threading.Event = field(default_factory=threading.Event)  # set once the mapped pages are in
 
     @property
     def size(self) -> int:
@@ -143,9 +163,18 @@ class LoadedIndex:
         _, in_file = self.vectors.rows(self.additions.ids)
         return self.vectors.size + int((~in_file).sum())
 
-    def refresh(self) -> Additions:
-        """Read the additions this process has not seen yet (one indexed query, usually returning nothing)."""
+    def refresh(self, *, force: bool = False) -> Additions:
+        """Read the additions this process has not seen yet (one indexed query, usually returning nothing).
+
+        Read at most every ``SKETCHSEARCH_ADDITIONS_POLL_MS`` (and at once after this process wrote one, or when
+        ``force``): a search does not pay a round trip that almost always returns nothing.
+        """
         current = self.additions
+        now, writes = time.monotonic(), additions_written.count
+        poll = settings.SKETCHSEARCH_ADDITIONS_POLL_MS / 1000
+        if not force and writes == self._writes_seen and now - self._polled_at < poll:
+            return current
+        self._polled_at, self._writes_seen = now, writes
         rows = additions_read(index_id=self.index.pk, extractor=self.index.extractor, after=current.last_id)
         if rows is None:
             return current
@@ -165,8 +194,25 @@ def index_load(index: LSHIndex) -> LoadedIndex:
     vector_folders_prune()  # a version is loaded rarely (start, flip): the moment to drop retired versions' folders
     lsh = LshIndex(index_family(index), store)
     loaded = LoadedIndex(index, lsh, vectors, Additions.empty(vectors.dim, vectors.coder.words))
-    loaded.refresh()
+    loaded.refresh(force=True)
+    threading.Thread(target=_populate, args=(loaded,), name=f"populate-{index.pk}", daemon=True).start()
     return loaded
+
+
+def _populate(loaded: LoadedIndex) -> None:
+    """Fault a version's mapped pages into this process in the background (VectorFile.populate)."""
+    try:
+        _, locked = loaded.vectors.populate(lock=settings.SKETCHSEARCH_LOCK_VECTORS)
+        if settings.SKETCHSEARCH_LOCK_VECTORS and not locked:
+            logger.warning(
+                "the vectors of index %s are mapped but not locked in memory (raise RLIMIT_MEMLOCK, or set "
+                "SKETCHSEARCH_LOCK_VECTORS=0): the kernel may evict them and searches then read them from disk",
+                loaded.index.pk,
+            )
+    except Exception:  # a folder deleted meanwhile, say: searches fault the pages in themselves
+        logger.warning("could not populate the vector folder %s", loaded.vectors.path, exc_info=True)
+    finally:
+        loaded.populated.set()
 
 
 class _IndexCache:

@@ -210,6 +210,15 @@ SKETCHSEARCH_MIN_CANDIDATES: int = env.int("SKETCHSEARCH_MIN_CANDIDATES", defaul
 # other's folders (indexing.serving.vector_folders_prune).
 _DATABASE_SLUG = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(str(DATABASES["default"]["NAME"])).stem) or "default"
 SKETCHSEARCH_VECTOR_DIR = Path(env.str("SKETCHSEARCH_VECTOR_DIR", default=str(VAR_DIR / "vectors" / _DATABASE_SLUG)))
+# A serving process reads the images added to its index version (IndexAddition rows, one indexed query of ~1 ms)
+# before a search at most this often; an addition written by the process itself is read at its next search. So an
+# image added elsewhere is searchable within this many milliseconds; 0 reads before every search.
+SKETCHSEARCH_ADDITIONS_POLL_MS: int = env.int("SKETCHSEARCH_ADDITIONS_POLL_MS", default=100)
+# Each serving process maps its index version's vector folder in and locks it in memory (mlock), so the kernel does
+# not evict the rows a search reads now and then (Elasticsearch's bootstrap.memory_lock, for the same reason).
+# Needs RLIMIT_MEMLOCK >= the folder's size (ulimit -l, docker's --ulimit memlock=-1); without it a warning is
+# logged and the pages stay mapped but evictable. The pages are shared: two processes lock one copy.
+SKETCHSEARCH_LOCK_VECTORS: bool = env.bool("SKETCHSEARCH_LOCK_VECTORS", default=True)
 # Candidates re-ranked exactly by cosine; more than this are first cut down by the Hamming distance of their 256-bit
 # sign codes. 0 (the default) re-ranks every candidate: measured on 1M synthetic vectors, a cut to 1,000 of ~10,000
 # candidates saved 7 ms of 37 but dropped recall@10 from 0.975 to 0.38 (README "Performance").

@@ -225,6 +225,20 @@ def build_head(model: int, input_dim: int, num_classes: int, *, seed: int = 0) -
     return build_classifier_head(model, input_dim, num_classes, seed=seed)
 
 
+def _is_classifier(head: keras.Model) -> bool:
+    """Whether ``head`` outputs class probabilities: a softmax last layer, or the mean of softmax layers."""
+    import keras
+
+    def softmax(layer: Any) -> bool:
+        return getattr(getattr(layer, "activation", None), "__name__", "") == "softmax"
+
+    last = head.layers[-1]
+    if isinstance(last, keras.layers.Average):  # an ensemble (indexing.features.sketch_head.ensemble_head)
+        members = [layer for layer in head.layers if layer.name.endswith(f"_{last.name}")]
+        return bool(members) and all(softmax(layer) for layer in members)
+    return softmax(last)
+
+
 def retrieval_model(head: keras.Model, layer: str | None = None) -> keras.Model:
     """The part of a head that produces the retrieval embedding.
 
@@ -364,10 +378,7 @@ class HeadBackbone:
         )
         # A softmax classifier head also predicts the query's classes (the drawing page's suggestion chips);
         # Model 3's siamese core has no class output.
-        last = head.layers[-1]
-        self.num_classes = (
-            int(head.output_shape[-1]) if getattr(getattr(last, "activation", None), "__name__", "") == "softmax" else 0
-        )
+        self.num_classes = int(head.output_shape[-1]) if _is_classifier(head) else 0
         self._classify = (
             tf.function(
                 lambda x: head(x, training=False),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +48,8 @@ __all__ = [
     "ViewCache",
     "build_sketch_head",
     "embed_views",
+    "ensemble_head",
+    "ensemble_members",
     "fit_sketch_head",
     "load_head_file",
     "quickdraw_folds",
@@ -83,6 +85,8 @@ class HeadRecipe:
         cuts: Which unfinished versions (fractions of the strokes) of each Quick, Draw! drawing it trains on.
         cut_weight: Loss weight of an unfinished drawing relative to a whole one.
         photo_weight: Loss weight of a photo of the :data:`PHOTO_CLASS` (0: no photo class).
+        members: Heads trained independently (seeds ``seed``, ``seed + 1``, ...) whose class probabilities are
+            averaged (an ensemble; 1: a single head).
     """
 
     hidden: tuple[int, ...] = (1024,)
@@ -96,6 +100,7 @@ class HeadRecipe:
     cuts: tuple[float, ...] = CUTS
     cut_weight: float = 0.5
     photo_weight: float = 0.0
+    members: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (stored in a head file's metadata and with an evaluation run)."""
@@ -282,7 +287,7 @@ class TrainingSet:
 
 
 def build_sketch_head(input_dim: int, num_classes: int, recipe: HeadRecipe = HeadRecipe()) -> keras.Model:
-    """The head: input scaling, [Dropout, Dense ReLU] per hidden width, Dropout, Dense softmax named ``classes``.
+    """One head: input scaling, [Dropout, Dense ReLU] per hidden width, Dropout, Dense softmax named ``classes``.
 
     Layer names follow :mod:`indexing.features.heads` (``hidden_<i>``, ``classes``), so
     :class:`~indexing.features.heads.HeadBackbone` serves it like Models 1-5.
@@ -307,8 +312,44 @@ def build_sketch_head(input_dim: int, num_classes: int, recipe: HeadRecipe = Hea
     return keras.Model(inputs, outputs, name="sketch_head")
 
 
+def ensemble_head(members: Sequence[keras.Model]) -> keras.Model:
+    """Heads of one input and one class list as one model whose ``classes`` output is their mean probabilities.
+
+    Member ``m``'s layers are renamed ``m<m>_<name>``; a single head is returned as it is.
+
+    Raises:
+        ValueError: No member, or members of different input or output widths.
+    """
+    import keras
+
+    if not members:
+        raise ValueError("an ensemble needs at least one head")
+    if len(members) == 1:
+        return members[0]
+    shapes = {(int(m.input_shape[-1]), int(m.output_shape[-1])) for m in members}
+    if len(shapes) != 1:
+        raise ValueError(f"the heads of an ensemble must agree in input and output widths, got {sorted(shapes)}")
+    ((input_dim, _),) = shapes
+    inputs = keras.Input((input_dim,), name="features")
+    outputs = []
+    for m, member in enumerate(members):
+        x = inputs
+        for layer in member.layers[1:]:  # the layers after the Input, in order (a chain)
+            copy = layer.__class__.from_config(layer.get_config() | {"name": f"m{m}_{layer.name}"})
+            x = copy(x)
+            copy.set_weights(layer.get_weights())
+        outputs.append(x)
+    mean = keras.layers.Average(name=RETRIEVAL_LAYER)(outputs)
+    return keras.Model(inputs, mean, name="sketch_head_ensemble")
+
+
+def ensemble_members(head: keras.Model) -> int:
+    """How many heads ``head`` averages (1 for a single head)."""
+    return sum(1 for layer in head.layers if layer.name.endswith(f"_{RETRIEVAL_LAYER}")) or 1
+
+
 def fit_sketch_head(data: TrainingSet, recipe: HeadRecipe = HeadRecipe(), *, verbose: int = 0) -> keras.Model:
-    """Train the head on cached backbone vectors.
+    """Train the head (each of the recipe's ``members``, independently) on cached backbone vectors.
 
     Args:
         data: The rows.
@@ -316,8 +357,15 @@ def fit_sketch_head(data: TrainingSet, recipe: HeadRecipe = HeadRecipe(), *, ver
         verbose: Keras's (0 silent, 2 one line per epoch).
 
     Returns:
-        The trained head.
+        The trained head, or the :func:`ensemble_head` of the members.
     """
+    if recipe.members < 1:
+        raise ValueError(f"members must be >= 1, got {recipe.members}")
+    members = [_fit_one(data, replace(recipe, seed=recipe.seed + m, members=1), verbose) for m in range(recipe.members)]
+    return ensemble_head(members)
+
+
+def _fit_one(data: TrainingSet, recipe: HeadRecipe, verbose: int) -> keras.Model:
     import keras
 
     keras.utils.set_random_seed(recipe.seed)
@@ -340,16 +388,23 @@ def save_head(head: keras.Model, path: Path, *, classes: Sequence[str], meta: di
     Raises:
         ValueError: The head was not built by :func:`build_sketch_head` or ``classes`` does not match its output.
     """
-    dense = [layer for layer in head.layers if layer.name.startswith("hidden_") or layer.name == RETRIEVAL_LAYER]
-    if not dense or dense[-1].name != RETRIEVAL_LAYER:
-        raise ValueError(f"head {head.name} has no {RETRIEVAL_LAYER!r} output layer")
     if int(head.output_shape[-1]) != len(classes):
         raise ValueError(f"head has {head.output_shape[-1]} outputs but {len(classes)} classes were given")
+    members = ensemble_members(head)
     arrays: dict[str, np.ndarray] = {}
-    for i, layer in enumerate(dense):
-        kernel, bias = layer.get_weights()
-        arrays[f"kernel_{i}"] = kernel.astype(np.float16)
-        arrays[f"bias_{i}"] = bias.astype(np.float16)
+    for m in range(members):
+        prefix = f"m{m}_" if members > 1 else ""
+        dense = [
+            layer
+            for layer in head.layers
+            if layer.name.startswith(f"{prefix}hidden_") or layer.name == f"{prefix}{RETRIEVAL_LAYER}"
+        ]
+        if not dense or dense[-1].name != f"{prefix}{RETRIEVAL_LAYER}":
+            raise ValueError(f"head {head.name} has no {prefix}{RETRIEVAL_LAYER!r} output layer")
+        for i, layer in enumerate(dense):
+            kernel, bias = layer.get_weights()
+            arrays[f"{prefix}kernel_{i}"] = kernel.astype(np.float16)
+            arrays[f"{prefix}bias_{i}"] = bias.astype(np.float16)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays.update(classes=np.array(list(classes)), meta=np.array(json.dumps(meta, sort_keys=True)))
     np.savez_compressed(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
@@ -370,17 +425,27 @@ def load_head_file(path: str | Path) -> tuple[keras.Model, list[str], dict[str, 
     if not path.exists():
         raise FileNotFoundError(f"no head file at {path}")
     with np.load(path, allow_pickle=False) as data:
-        if "classes" not in data.files or "kernel_0" not in data.files:
+        prefixes = ["m0_"] if "m0_kernel_0" in data.files else [""]
+        while f"m{len(prefixes)}_kernel_0" in data.files:
+            prefixes.append(f"m{len(prefixes)}_")
+        if "classes" not in data.files or f"{prefixes[0]}kernel_0" not in data.files:
             raise ValueError(f"{path} is not a sketch head file (no classes / kernel_0)")
         classes = [str(c) for c in data["classes"]]
         meta = json.loads(str(data["meta"]))
-        layers = sum(1 for name in data.files if name.startswith("kernel_"))
-        weights = [
-            (data[f"kernel_{i}"].astype(np.float32), data[f"bias_{i}"].astype(np.float32)) for i in range(layers)
-        ]
+        members = [_member(data, prefix, len(classes)) for prefix in prefixes]
+    return ensemble_head(members), classes, meta
+
+
+def _member(data: Any, prefix: str, num_classes: int) -> keras.Model:
+    """One head of a head file (its arrays named ``<prefix>kernel_<i>`` and ``<prefix>bias_<i>``)."""
+    layers = sum(1 for name in data.files if name.startswith(f"{prefix}kernel_"))
+    weights = [
+        (data[f"{prefix}kernel_{i}"].astype(np.float32), data[f"{prefix}bias_{i}"].astype(np.float32))
+        for i in range(layers)
+    ]
     hidden = tuple(int(kernel.shape[1]) for kernel, _ in weights[:-1])
-    head = build_sketch_head(int(weights[0][0].shape[0]), len(classes), HeadRecipe(hidden=hidden))
+    head = build_sketch_head(int(weights[0][0].shape[0]), num_classes, HeadRecipe(hidden=hidden))
     for i, (kernel, bias) in enumerate(weights):
         name = RETRIEVAL_LAYER if i == layers - 1 else f"hidden_{i + 1}"
         head.get_layer(name).set_weights([kernel, bias])
-    return head, classes, meta
+    return head

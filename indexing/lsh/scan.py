@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["as_unit_float32", "cosine_top_k", "normalize", "rerank"]
+__all__ = ["as_unit_float32", "cosine_top_k", "normalize", "rerank", "row_scores"]
 
 # Rows whose norm is within this of 1 (or exactly 0) count as already normalised.
 _UNIT_TOLERANCE = 1e-4
+# Rows gathered per matrix-vector product by row_scores: 256 x 1,024 float32 = 1 MB, which stays in the L2 cache.
+GATHER_BYTES = 1 << 20
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -119,6 +121,36 @@ def cosine_top_k(
     return best_rows, best_scores
 
 
+def row_scores(matrix: np.ndarray, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Dot products ``(c,)`` of ``query`` with the rows ``rows`` of ``matrix``, in the order given.
+
+    The same numbers as ``matrix[rows] @ query``, computed a cache-sized block at a time: the rows are gathered
+    into one small buffer that the product reads back while it is still in the CPU cache. Gathering all of them
+    first writes and reads back ``c * dim * 4`` bytes of fresh memory (40 MB for 10,000 1,024-d candidates, most
+    of a re-rank's time at a million images, and worse from a memory-mapped matrix).
+
+    Args:
+        matrix: float32 array ``(n, dim)`` (a memory map works: only the rows asked for are read).
+        rows: int array ``(c,)`` of row numbers into ``matrix``; ascending rows read the matrix in order.
+        query: ``(dim,)`` float32 vector.
+    """
+    rows = np.asarray(rows, dtype=np.int64).ravel()
+    query = np.asarray(query, dtype=np.float32)
+    scores = np.empty(rows.shape[0], dtype=np.float32)
+    if rows.shape[0] == 0:
+        return scores
+    if matrix.dtype != np.float32:
+        return np.asarray(np.asarray(matrix[rows], dtype=np.float32) @ query, dtype=np.float32)
+    block = max(1, GATHER_BYTES // max(1, matrix.shape[1] * 4))
+    buffer = np.empty((min(block, rows.shape[0]), matrix.shape[1]), dtype=np.float32)
+    for start in range(0, rows.shape[0], block):
+        chunk = rows[start : start + block]
+        gathered = buffer[: chunk.shape[0]]
+        np.take(matrix, chunk, axis=0, out=gathered)
+        np.dot(gathered, query, out=scores[start : start + chunk.shape[0]])
+    return scores
+
+
 def rerank(
     matrix: np.ndarray, candidate_rows: np.ndarray, query: np.ndarray, top_k: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -145,6 +177,6 @@ def rerank(
     candidate_rows = np.asarray(candidate_rows, dtype=np.int64).ravel()
     if candidate_rows.shape[0] == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    scores = matrix[candidate_rows] @ query
+    scores = row_scores(matrix, candidate_rows, query)
     rows, top_scores = _top_k_rows(scores[np.newaxis, :], candidate_rows[np.newaxis, :], top_k)
     return rows[0], top_scores[0]

@@ -20,8 +20,9 @@ from indexing.features.preprocess import QUERY_DECODE_SIDE, is_blank, load_image
 from indexing.features.sketch_head import PHOTO_CLASS
 from indexing.features.vectors import vector_from_bytes
 from indexing.lsh.codes import shortlist
+from indexing.lsh.scan import row_scores
 from indexing.models import Collection, Feature, Image, LSHIndex
-from indexing.selectors import index_get_default
+from indexing.selectors import images_meta, index_get_default
 from indexing.services.backbones import extractor_backbone
 from indexing.serving import LoadedIndex, index_cache
 
@@ -107,6 +108,7 @@ def _resolve_index(index: LSHIndex | int | None) -> LSHIndex:
 
 
 PREDICTIONS = 5
+RANKED_MARGIN = 4  # candidates put in order per hit asked for (the others are only scored): room for deletions
 SCAN_BLOCK = 65536  # rows scored per matrix product by an exact scan
 
 
@@ -238,8 +240,15 @@ def _hamming_cut(loaded: LoadedIndex, pool: _Pool, vector: np.ndarray, keep: int
     return _Pool(pool.file_rows[chosen[chosen < split]], pool.added_rows[chosen[chosen >= split] - split])
 
 
-def _ranked(loaded: LoadedIndex, pool: _Pool, vector: np.ndarray, *, scan: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(ids, scores)`` of the pool by exact cosine, best first (ties by id)."""
+def _ranked(
+    loaded: LoadedIndex, pool: _Pool, vector: np.ndarray, *, scan: bool, best: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(ids, scores)`` of the pool by exact cosine, best first (ties by id); only the ``best`` first if given.
+
+    With ``best``, the candidates scoring at least the ``best``-th score are sorted and the rest dropped, so ties
+    at the cut are all kept and the order is the full sort's (ordering 10,000 candidates costs more than scoring
+    them; a scan's million far more).
+    """
     stored, additions = loaded.vectors, loaded.additions
     if scan:  # every row: one pass over the mapped matrix in blocks, without gathering it
         every = np.empty(stored.size, dtype=np.float32)
@@ -247,9 +256,13 @@ def _ranked(loaded: LoadedIndex, pool: _Pool, vector: np.ndarray, *, scan: bool)
             every[start : start + SCAN_BLOCK] = stored.vectors[start : start + SCAN_BLOCK] @ vector
         file_scores = every[pool.file_rows]
     else:
-        file_scores = stored.vectors[pool.file_rows] @ vector
+        file_scores = row_scores(stored.vectors, pool.file_rows, vector)
     ids = np.concatenate([stored.ids[pool.file_rows], additions.ids[pool.added_rows]])
     scores = np.concatenate([file_scores, additions.vectors[pool.added_rows] @ vector]).astype(np.float32)
+    if best is not None and scores.shape[0] > best:
+        cut = np.partition(scores, scores.shape[0] - best)[scores.shape[0] - best]  # the best-th largest
+        keep = np.flatnonzero(scores >= cut)
+        ids, scores = ids[keep], scores[keep]
     order = np.lexsort((ids, -scores))
     return ids[order], scores[order]
 
@@ -260,13 +273,12 @@ def _hydrated(ids: np.ndarray, scores: np.ndarray, top_k: int) -> list[SearchHit
     start = 0
     while len(hits) < top_k and start < ids.shape[0]:
         batch = ids[start : start + 2 * top_k].tolist()
-        rows = Image.objects.filter(pk__in=batch).values_list("pk", "file", "label", "collection__name", "split")
-        meta = {pk: (file, label, collection, split) for pk, file, label, collection, split in rows}
+        meta = images_meta(batch)
         for hit_id, score in zip(batch, scores[start : start + len(batch)].tolist(), strict=True):
             if hit_id in meta and len(hits) < top_k:
-                file, label, collection, split = meta[hit_id]
-                url = default_storage.url(file)
-                hits.append(SearchHit(hit_id, url, label, float(score), collection, split))
+                found = meta[hit_id]
+                url = default_storage.url(found.file)
+                hits.append(SearchHit(hit_id, url, found.label, float(score), found.collection, found.split))
         start += len(batch)
     return hits
 
@@ -323,11 +335,14 @@ def sketch_search(
         pool, with_repeats, used = _pool_of(loaded, found.ids), found.with_repeats, found.probes
     candidates = pool.size
     pool = _filtered(loaded, pool, label=label, kind=DOMAINS[domain], exclude=image_id)
+    clock.lap("filter")
     if not scan and settings.SKETCHSEARCH_RERANK_CANDIDATES > 0:
         pool = _hamming_cut(loaded, pool, vector, settings.SKETCHSEARCH_RERANK_CANDIDATES)
-    ids, scores = _ranked(loaded, pool, vector, scan=scan)
+    ids, scores = _ranked(loaded, pool, vector, scan=scan, best=RANKED_MARGIN * top_k)
     clock.lap("rerank")
     hits = _hydrated(ids, scores, top_k)
+    if len(hits) < top_k and ids.shape[0] < pool.size:  # most of the best were deleted since: rank them all
+        hits = _hydrated(*_ranked(loaded, pool, vector, scan=scan), top_k)
     clock.lap("fetch")
     return SearchResult(
         hits=hits,

@@ -22,6 +22,7 @@ from django.db.models import Max
 from indexing.lsh.hashing import HashFamily
 from indexing.models import Bucket, BucketEntry, Extractor, Image, IndexAddition, LSHIndex
 from indexing.selectors import features_read, index_family
+from indexing.serving import additions_written
 
 _FAMILIES: dict[tuple[int, str], HashFamily] = {}  # version (id, created) -> its family: versions never change
 
@@ -78,6 +79,10 @@ def version_images_add(*, index: LSHIndex, image_ids: np.ndarray, vectors: np.nd
     fresh = _entries_insert(entries)
     _buckets_append(fresh)
     IndexAddition.objects.bulk_create(IndexAddition(index=index, image_id=int(i)) for i in ids)
+    # This process's next search reads them (others within the additions poll): marked now for a search on this
+    # connection inside the transaction, and again at the commit for the other threads.
+    additions_written.mark()
+    transaction.on_commit(additions_written.mark)
     return int(ids.shape[0])
 
 

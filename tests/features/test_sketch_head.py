@@ -17,6 +17,7 @@ from indexing.features.sketch_head import (
     TrainingSet,
     ViewCache,
     embed_views,
+    ensemble_members,
     fit_sketch_head,
     load_head_file,
     quickdraw_folds,
@@ -116,6 +117,29 @@ def test_the_float16_file_serves_the_same_retrieval_vectors(tmp_path: Path) -> N
         save_head(head, tmp_path / "x.npz", classes=["a"], meta={})
     with pytest.raises(FileNotFoundError):
         load_head_file(tmp_path / "missing.npz")
+
+
+def test_an_ensemble_averages_its_independently_trained_members(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((60, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    data = TrainingSet(vectors, np.arange(60) % 3, np.array(["a", "b", "c"]), np.ones(60, np.float32))
+    recipe = HeadRecipe(hidden=(16,), epochs=2, seed=5)
+    ensemble = fit_sketch_head(data, HeadRecipe(hidden=(16,), epochs=2, seed=5, members=2))
+    assert ensemble_members(ensemble) == 2
+    singles = [fit_sketch_head(data, HeadRecipe(hidden=(16,), epochs=2, seed=seed)) for seed in (5, 6)]
+    mean = np.mean([head(vectors, training=False).numpy() for head in singles], axis=0)
+    np.testing.assert_allclose(ensemble(vectors, training=False).numpy(), mean, atol=1e-5)
+    assert not np.allclose(mean, fit_sketch_head(data, recipe)(vectors, training=False).numpy(), atol=1e-3)
+    save_head(ensemble, tmp_path / "e.npz", classes=["a", "b", "c"], meta={})
+    loaded, _, _ = load_head_file(tmp_path / "e.npz")
+    assert ensemble_members(loaded) == 2
+    served = HeadBackbone(_Base(), loaded, name="t", layer=RETRIEVAL_LAYER)
+    assert served.num_classes == 3  # the suggestion chips come from the mean probabilities
+    expected = mean / np.linalg.norm(mean, axis=1, keepdims=True)
+    assert np.allclose(served.embed_features(vectors), expected, atol=2e-3)
+    with pytest.raises(ValueError, match="members"):
+        fit_sketch_head(data, HeadRecipe(members=0))
 
 
 def test_each_cut_view_keeps_its_own_share_of_the_strokes(tmp_path: Path) -> None:

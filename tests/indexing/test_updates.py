@@ -78,6 +78,35 @@ def test_a_deleted_image_disappears_at_once() -> None:
     assert gone not in [h.image_id for h in sketch_search(image=sketch_png(2), top_k=5, scan=True).hits]
 
 
+def test_additions_written_elsewhere_are_read_within_the_poll(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection, extractor, index = make_indexed_collection()
+    settings.SKETCHSEARCH_ADDITIONS_POLL_MS = 60_000
+    sketch_search(image=sketch_png(1), top_k=5)  # loaded, and its additions read, just now
+    own = make_image(collection, seed=9001, label="own")
+    collection_extract_features(collection=collection, extractor=extractor)  # written by this process
+    assert sketch_search(image=sketch_png(9001), top_k=1).hits[0].image_id == own.pk  # read at once
+    # Another process's write: the same rows, without this process's mark.
+    monkeypatch.setattr("indexing.services.updates.additions_written.mark", lambda: None)
+    other = make_image(collection, seed=9002, label="other")
+    collection_extract_features(collection=collection, extractor=extractor)
+    assert IndexAddition.objects.filter(index=index, image=other).exists()
+    assert sketch_search(image=sketch_png(9002), top_k=1).hits[0].image_id != other.pk  # not polled yet
+    settings.SKETCHSEARCH_ADDITIONS_POLL_MS = 0  # the poll is due
+    assert sketch_search(image=sketch_png(9002), top_k=1).hits[0].image_id == other.pk
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_a_search_whose_best_hits_were_all_deleted_ranks_the_rest(scan: bool) -> None:
+    make_indexed_collection()
+    before = sketch_search(image=sketch_png(3), top_k=20, scan=scan, probes=50)
+    gone = [h.image_id for h in before.hits[:9]]  # more than the 4 x 2 candidates put in order for top_k=2
+    Image.objects.filter(pk__in=gone).delete()
+    after = sketch_search(image=sketch_png(3), top_k=2, scan=scan, probes=50)
+    assert [h.image_id for h in after.hits] == [h.image_id for h in before.hits[9:11]]
+
+
 def test_an_image_added_during_a_build_ends_up_in_the_new_version_once() -> None:
     collection, extractor, old = make_indexed_collection()
     new = index_build(

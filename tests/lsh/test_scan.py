@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from indexing.lsh.scan import as_unit_float32, cosine_top_k, normalize, rerank
+from indexing.lsh import scan
+from indexing.lsh.scan import as_unit_float32, cosine_top_k, normalize, rerank, row_scores
 
 
 def _brute_force(matrix: np.ndarray, queries: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,3 +78,21 @@ def test_scan_rejects_bad_arguments() -> None:
         cosine_top_k(matrix, np.ones((1, 3)), 1)
     with pytest.raises(ValueError, match="NaN"):
         normalize(np.array([np.nan, 1.0]))
+
+
+@pytest.mark.parametrize("gather_bytes", [1, 3 * 8 * 4, 1 << 20])  # one row, three rows, everything at once
+def test_row_scores_equal_the_gathered_product(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gather_bytes: int
+) -> None:
+    monkeypatch.setattr(scan, "GATHER_BYTES", gather_bytes)
+    rng = np.random.default_rng(3)
+    matrix = normalize(rng.standard_normal((50, 8)))
+    np.save(tmp_path / "m.npy", matrix)
+    mapped = np.load(tmp_path / "m.npy", mmap_mode="r")
+    query = normalize(rng.standard_normal(8))
+    rows = np.array([7, 3, 3, 49, 0, 12, 8, 9, 10, 11])  # any order, repeats allowed
+    for source in (matrix, mapped):
+        np.testing.assert_allclose(row_scores(source, rows, query), matrix[rows] @ query, rtol=1e-6, atol=1e-7)
+    assert row_scores(mapped, np.empty(0, dtype=np.int64), query).shape == (0,)
+    as_float64 = matrix.astype(np.float64)
+    np.testing.assert_allclose(row_scores(as_float64, rows, query), matrix[rows] @ query, rtol=1e-6, atol=1e-7)

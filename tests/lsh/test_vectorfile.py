@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from indexing.lsh.codes import SignCodes
-from indexing.lsh.vectorfile import vector_file_open, vector_file_write
+from indexing.lsh.vectorfile import sorted_rows, vector_file_open, vector_file_write
 
 
 def _write(path: Path, n: int = 300, dim: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +45,23 @@ def test_rows_finds_held_ids_only(tmp_path: Path) -> None:
     np.testing.assert_array_equal(found, [True, False, True, False])
 
 
+@pytest.mark.parametrize("step", [3, 10_000])  # dense ids: a row map is written; sparse: binary search
+def test_rows_of_dense_and_sparse_ids_agree_with_a_binary_search(tmp_path: Path, step: int) -> None:
+    rng = np.random.default_rng(1)
+    ids = np.arange(200, dtype=np.int64) * step + 5
+    vectors = rng.standard_normal((200, 4)).astype(np.float32)
+    coder = SignCodes.draw(4, bits=64)
+    vector_file_write(tmp_path / "v", ids=ids, vectors=vectors, labels=["a"] * 200, kinds=["k"] * 200, coder=coder)
+    opened = vector_file_open(tmp_path / "v")
+    assert (opened.row_of is not None) == (step == 3)
+    asked = np.concatenate([rng.choice(ids, 50), rng.integers(-10, ids[-1] + 20, 50), [ids[0], ids[-1]]])
+    rows, found = opened.rows(asked)
+    expected_rows, expected_found = sorted_rows(ids, asked)
+    np.testing.assert_array_equal(found, expected_found)
+    np.testing.assert_array_equal(rows, expected_rows)
+    np.testing.assert_array_equal(opened.ids[rows], asked[found])
+
+
 def test_a_second_writer_keeps_the_first_folder(tmp_path: Path) -> None:
     _write(tmp_path / "v1", n=10)
     _write(tmp_path / "v1", n=20)  # same version written again by another process: the first stays
@@ -71,3 +88,33 @@ def test_bad_input_and_foreign_folders_are_refused(tmp_path: Path) -> None:
         vector_file_open(tmp_path / "v1")
     with pytest.raises(FileNotFoundError):
         vector_file_open(tmp_path / "missing")
+
+
+def _resident_bytes(path: Path, field: str = "Rss:") -> int:
+    """Rss (or another field) of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isalnum() and "-" in line.split(" ", 1)[0]:  # a mapping's header line
+            inside = line.endswith(str(path))
+        elif inside and line.startswith(field):
+            total += int(line.split()[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_populate_maps_the_pages_of_the_vectors_into_the_process(tmp_path: Path) -> None:
+    _write(tmp_path / "v1", n=4096, dim=256)  # 4 MB of vectors
+    opened = vector_file_open(tmp_path / "v1")
+    path = (tmp_path / "v1" / "vectors.npy").resolve()
+    before = _resident_bytes(path)
+    assert before < opened.vectors.nbytes // 2  # mapped, not yet touched
+    populated, _ = opened.populate(chunk=1 << 20)
+    assert populated >= opened.vectors.nbytes
+    assert _resident_bytes(path) >= opened.vectors.nbytes
+    assert _resident_bytes(path, "Locked:") == 0
+    _, locked = opened.populate(lock=True)
+    if locked:  # RLIMIT_MEMLOCK allowed it (CI runs as root): the pages are pinned
+        assert _resident_bytes(path, "Locked:") >= opened.vectors.nbytes
+    else:
+        assert _resident_bytes(path, "Locked:") < opened.vectors.nbytes
+    np.testing.assert_array_equal(opened.vectors, vector_file_open(tmp_path / "v1").vectors)  # read-only, unchanged
