@@ -2,10 +2,10 @@
 
 A sample of the collection's own vectors is the query set (each query's own row excluded from its answers, as
 a query by example is), its exact top-k the ground truth. Every candidate configuration of a grid that grows
-with the collection is hashed in memory, probed with 0, 1, 2, 4, ... extra buckets per table, and scored by
-recall@k and by its cost (distinct candidates re-ranked, plus buckets looked up at :data:`BUCKET_COST`
-candidates each). The cheapest configuration whose recall reaches the target wins; when none does, the one with
-the best recall. Pure NumPy.
+with the collection is hashed in memory, probed with 0, 1, 2, 3, ... extra buckets per table (:data:`PROBE_STEPS`),
+and scored by recall@k and by its cost (distinct candidates re-ranked, plus buckets looked up at
+:data:`BUCKET_COST` candidates each). The cheapest configuration whose recall reaches the target wins; when none
+does, the one with the best recall. Pure NumPy.
 """
 
 from __future__ import annotations

@@ -141,12 +141,10 @@ def probe_until(
         tables = np.repeat(np.arange(keys.shape[0], dtype=np.int64), keys.shape[1])
         hits = lookup(np.column_stack([tables, keys.ravel()]))
         # Fewer hits than wanted, repeats included, cannot hold enough distinct ids: no need to count them.
-        if probes < limit and hits.shape[0] < min_candidates:
-            probes = min(limit, max(1, 2 * probes))
-            continue
-        distinct = _distinct(hits)
-        if probes >= limit or distinct.shape[0] >= min_candidates:
-            return distinct, int(hits.shape[0]), probes
+        if probes >= limit or hits.shape[0] >= min_candidates:
+            distinct = _distinct(hits)
+            if probes >= limit or distinct.shape[0] >= min_candidates:
+                return distinct, int(hits.shape[0]), probes
         probes = min(limit, max(1, 2 * probes))
 
 
