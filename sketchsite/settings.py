@@ -223,6 +223,11 @@ SKETCHSEARCH_LOCK_VECTORS: bool = env.bool("SKETCHSEARCH_LOCK_VECTORS", default=
 # sign codes. 0 (the default) re-ranks every candidate: measured on 1M synthetic vectors, a cut to 1,000 of ~10,000
 # candidates saved 7 ms of 37 but dropped recall@10 from 0.975 to 0.38 (README "Performance").
 SKETCHSEARCH_RERANK_CANDIDATES: int = env.int("SKETCHSEARCH_RERANK_CANDIDATES", default=0)
+# A search with more candidates than this many per hit asked for (at least 100) scores them first by the vector
+# folder's int8 copy, a quarter of the bytes, and re-ranks only that many of the best exactly (float32 cosine).
+# 0 re-ranks every candidate exactly. Sized on synthetic data of another seed than the benchmark's, where 2.5 per
+# hit kept the whole exact top k (benchmarks/compact_bench.py, output in docs/scale-bench.md); 20 leaves room.
+SKETCHSEARCH_SHORTLIST_PER_HIT: int = env.int("SKETCHSEARCH_SHORTLIST_PER_HIT", default=20)
 # /api/indexes/ and the admin say a version should be rebuilt once it holds this many times the images its
 # parameters were chosen for.
 SKETCHSEARCH_REBUILD_GROWTH: float = env.float("SKETCHSEARCH_REBUILD_GROWTH", default=4.0)

@@ -110,6 +110,7 @@ def _resolve_index(index: LSHIndex | int | None) -> LSHIndex:
 PREDICTIONS = 5
 RANKED_MARGIN = 4  # candidates put in order per hit asked for (the others are only scored): room for deletions
 SCAN_BLOCK = 65536  # rows scored per matrix product by an exact scan
+SHORTLIST_FLOOR = 100  # the fewest candidates an int8 first pass keeps for the exact re-rank
 
 
 def _stored_vector(loaded: LoadedIndex, image_id: int) -> np.ndarray | None:
@@ -240,24 +241,44 @@ def _hamming_cut(loaded: LoadedIndex, pool: _Pool, vector: np.ndarray, keep: int
     return _Pool(pool.file_rows[chosen[chosen < split]], pool.added_rows[chosen[chosen >= split] - split])
 
 
+def shortlist_size(top_k: int) -> int | None:
+    """How many candidates the int8 first pass keeps for ``top_k`` hits (None: it is switched off)."""
+    per_hit = settings.SKETCHSEARCH_SHORTLIST_PER_HIT
+    return max(SHORTLIST_FLOOR, per_hit * top_k) if per_hit > 0 else None
+
+
 def _ranked(
-    loaded: LoadedIndex, pool: _Pool, vector: np.ndarray, *, scan: bool, best: int | None = None
+    loaded: LoadedIndex,
+    pool: _Pool,
+    vector: np.ndarray,
+    *,
+    scan: bool,
+    best: int | None = None,
+    shortlist: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(ids, scores)`` of the pool by exact cosine, best first (ties by id); only the ``best`` first if given.
 
     With ``best``, the candidates scoring at least the ``best``-th score are sorted and the rest dropped, so ties
     at the cut are all kept and the order is the full sort's (ordering 10,000 candidates costs more than scoring
-    them; a scan's million far more).
+    them; a scan's million far more). With ``shortlist``, more of the version file's candidates than that are
+    scored first by their int8 rows (the folder's compact copy) and only the ``shortlist`` best of those re-ranked
+    exactly (an addition is always scored exactly); the ids of the others are not returned.
     """
     stored, additions = loaded.vectors, loaded.additions
+    file_rows = pool.file_rows
     if scan:  # every row: one pass over the mapped matrix in blocks, without gathering it
         every = np.empty(stored.size, dtype=np.float32)
         for start in range(0, stored.size, SCAN_BLOCK):
             every[start : start + SCAN_BLOCK] = stored.vectors[start : start + SCAN_BLOCK] @ vector
-        file_scores = every[pool.file_rows]
+        file_scores = every[file_rows]
     else:
-        file_scores = row_scores(stored.vectors, pool.file_rows, vector)
-    ids = np.concatenate([stored.ids[pool.file_rows], additions.ids[pool.added_rows]])
+        compact = stored.compact_usable
+        if shortlist is not None and compact is not None and file_rows.shape[0] > shortlist:
+            rough = row_scores(compact, file_rows, vector)
+            kept = np.argpartition(rough, file_rows.shape[0] - shortlist)[file_rows.shape[0] - shortlist :]
+            file_rows = file_rows[np.sort(kept)]  # ascending rows read the mapped file in order
+        file_scores = row_scores(stored.vectors, file_rows, vector)
+    ids = np.concatenate([stored.ids[file_rows], additions.ids[pool.added_rows]])
     scores = np.concatenate([file_scores, additions.vectors[pool.added_rows] @ vector]).astype(np.float32)
     if best is not None and scores.shape[0] > best:
         cut = np.partition(scores, scores.shape[0] - best)[scores.shape[0] - best]  # the best-th largest
@@ -338,10 +359,11 @@ def sketch_search(
     clock.lap("filter")
     if not scan and settings.SKETCHSEARCH_RERANK_CANDIDATES > 0:
         pool = _hamming_cut(loaded, pool, vector, settings.SKETCHSEARCH_RERANK_CANDIDATES)
-    ids, scores = _ranked(loaded, pool, vector, scan=scan, best=RANKED_MARGIN * top_k)
+    shortlist = None if scan else shortlist_size(top_k)
+    ids, scores = _ranked(loaded, pool, vector, scan=scan, best=RANKED_MARGIN * top_k, shortlist=shortlist)
     clock.lap("rerank")
     hits = _hydrated(ids, scores, top_k)
-    if len(hits) < top_k and ids.shape[0] < pool.size:  # most of the best were deleted since: rank them all
+    if len(hits) < top_k and ids.shape[0] < pool.size:  # most of the best were deleted since: rank them all exactly
         hits = _hydrated(*_ranked(loaded, pool, vector, scan=scan), top_k)
     clock.lap("fetch")
     return SearchResult(

@@ -13,6 +13,7 @@ from pytest_django.fixtures import Settings
 from indexing.lsh.codes import shortlist
 from indexing.models import Bucket, BucketEntry, Feature, Image, IndexAddition, LSHIndex
 from indexing.selectors import features_load
+from indexing.services import search as search_services
 from indexing.services.extraction import collection_extract_features, features_upsert
 from indexing.services.index import index_activate, index_build
 from indexing.services.search import query_vector, sketch_search
@@ -162,6 +163,39 @@ def test_the_hamming_cut_keeps_the_candidates_nearest_by_code(settings: Settings
     oracle = loaded.vectors.ids[kept][np.argsort(-(loaded.vectors.vectors[kept] @ vector), kind="stable")]
     assert result.candidates == found.ids.shape[0] > 6
     assert sorted(h.image_id for h in result.hits) == sorted(oracle.tolist())
+
+
+def test_the_int8_first_pass_re_ranks_its_shortlist_exactly(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    collection, extractor, index = make_indexed_collection(num_tables=2, hashes_per_table=1)
+    monkeypatch.setattr(search_services, "SHORTLIST_FLOOR", 1)
+    settings.SKETCHSEARCH_SHORTLIST_PER_HIT = 2  # 3 hits: the 6 best by int8 scores are re-ranked exactly
+    loaded = index_cache.get(index)
+    vector = query_vector(loaded=loaded, image=sketch_png(4), image_id=None)
+    found = loaded.lsh.candidates(vector, 0).ids
+    rows, _ = loaded.vectors.rows(found)
+    assert rows.shape[0] > 6
+    stored = np.asarray(loaded.vectors.vectors)
+    scale = 127 / np.abs(stored).max()  # the oracle: its own int8 copy and a stable sort
+    assert loaded.vectors.compact_scale == pytest.approx(scale)
+    rough = np.clip(np.rint(stored[rows] * scale), -127, 127) @ vector
+    kept = rows[np.argsort(-rough, kind="stable")[:6]]
+    exact = loaded.vectors.ids[kept][np.argsort(-(stored[kept] @ vector), kind="stable")]
+    ranked, _ = search_services._ranked(
+        loaded, search_services._pool_of(loaded, found), vector, scan=False, shortlist=6
+    )
+    assert sorted(ranked.tolist()) == sorted(exact.tolist())  # only the shortlist comes back
+    result = sketch_search(image=sketch_png(4), top_k=3, probes=0)
+    assert result.candidates == rows.shape[0]
+    assert [h.image_id for h in result.hits] == exact[:3].tolist()
+    settings.SKETCHSEARCH_SHORTLIST_PER_HIT = 0  # off: every candidate re-ranked exactly
+    everything = loaded.vectors.ids[rows][np.argsort(-(stored[rows] @ vector), kind="stable")]
+    assert [h.image_id for h in sketch_search(image=sketch_png(4), top_k=3, probes=0).hits] == everything[:3].tolist()
+    settings.SKETCHSEARCH_SHORTLIST_PER_HIT = 2
+    image = make_image(collection, seed=9004, label="new")  # an addition is scored exactly, never shortlisted away
+    collection_extract_features(collection=collection, extractor=extractor)
+    assert sketch_search(image=sketch_png(9004), top_k=3, probes=0).hits[0].image_id == image.pk
 
 
 @pytest.mark.django_db(transaction=True)

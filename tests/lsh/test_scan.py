@@ -96,3 +96,8 @@ def test_row_scores_equal_the_gathered_product(
     assert row_scores(mapped, np.empty(0, dtype=np.int64), query).shape == (0,)
     as_float64 = matrix.astype(np.float64)
     np.testing.assert_allclose(row_scores(as_float64, rows, query), matrix[rows] @ query, rtol=1e-6, atol=1e-7)
+    compact = rng.integers(-127, 128, size=(50, 8)).astype(np.int8)  # the int8 copy: scored in its own units
+    np.save(tmp_path / "c.npy", compact)
+    for source in (compact, np.load(tmp_path / "c.npy", mmap_mode="r")):
+        expected = compact[rows].astype(np.float64) @ query
+        np.testing.assert_allclose(row_scores(source, rows, query), expected, rtol=1e-5, atol=1e-4)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from indexing.lsh.codes import SignCodes
-from indexing.lsh.vectorfile import sorted_rows, vector_file_open, vector_file_write
+from indexing.lsh.vectorfile import COMPACT_MIN_RECALL, compact_recall, sorted_rows, vector_file_open, vector_file_write
 
 
 def _write(path: Path, n: int = 300, dim: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -31,6 +31,11 @@ def test_round_trip_maps_what_was_written(tmp_path: Path) -> None:
     np.testing.assert_array_equal(opened.ids, ids)
     np.testing.assert_array_equal(opened.vectors, vectors)
     np.testing.assert_array_equal(opened.codes, opened.coder.encode(vectors))
+    assert opened.compact is not None
+    assert opened.compact.dtype == np.int8
+    assert opened.compact_scale == pytest.approx(127 / np.abs(vectors).max())
+    assert np.abs(opened.compact / opened.compact_scale - vectors).max() <= 0.5 / opened.compact_scale + 1e-6
+    assert np.abs(opened.compact).max() == 127
     assert [opened.label_names[c] for c in opened.labels[:5]] == ["c0", "c1", "c2", "c3", "c0"]
     assert opened.kind_names[opened.kinds[1]] == "sketches"
     assert opened.label_code("c2") == opened.labels[2]
@@ -118,3 +123,37 @@ def test_populate_maps_the_pages_of_the_vectors_into_the_process(tmp_path: Path)
     else:
         assert _resident_bytes(path, "Locked:") < opened.vectors.nbytes
     np.testing.assert_array_equal(opened.vectors, vector_file_open(tmp_path / "v1").vectors)  # read-only, unchanged
+
+
+def _kept_share(vectors: np.ndarray, compact: np.ndarray, queries: int = 30) -> float:
+    """Brute force over every row: the share of each query row's exact top 10 among its 100 best int8 scores."""
+    shares = []
+    for q in range(queries):
+        exact, rough = vectors @ vectors[q], compact.astype(np.float64) @ vectors[q]
+        exact[q] = rough[q] = -np.inf
+        shares.append(len(set(np.argsort(-exact)[:10]) & set(np.argsort(-rough)[:100])) / 10)
+    return float(np.mean(shares))
+
+
+def test_the_int8_copy_is_used_only_where_it_keeps_the_top_ten(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    dense = rng.standard_normal((3000, 64)).astype(np.float32)
+    logits = 2 * rng.standard_normal((12000, 40))
+    logits[np.arange(12000), rng.integers(0, 40, 12000)] += 8  # sharply peaked class probabilities
+    peaked = np.exp(logits).astype(np.float32)
+    for name, vectors in (("dense", dense), ("peaked", peaked)):
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        labels = ["a"] * vectors.shape[0]
+        coder = SignCodes.draw(vectors.shape[1], bits=64)
+        ids = np.arange(vectors.shape[0])
+        vector_file_write(tmp_path / name, ids=ids, vectors=vectors, labels=labels, kinds=labels, coder=coder)
+    dense_file, peaked_file = vector_file_open(tmp_path / "dense"), vector_file_open(tmp_path / "peaked")
+    assert dense_file.compact is not None
+    assert peaked_file.compact is not None
+    assert dense_file.compact_recall >= COMPACT_MIN_RECALL
+    assert _kept_share(dense, dense_file.compact) >= COMPACT_MIN_RECALL
+    assert dense_file.compact_usable is dense_file.compact
+    assert peaked_file.compact_recall < 0.9  # its rounded small coordinates no longer order a class's images
+    assert _kept_share(peaked, peaked_file.compact) < 0.9
+    assert peaked_file.compact_usable is None
+    assert compact_recall(dense[:50], dense_file.compact[:50]) == 1.0  # too few rows to cut: all kept
