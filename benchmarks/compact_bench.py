@@ -6,7 +6,9 @@ much of the exact top k survives it, on synthetic clustered 1,024-d vectors of A
 scale_bench's (seed 7; scale_bench uses 0) with 10,000 images per cluster, as the 1M benchmark has: every query's
 candidates are its whole cluster. Then, for the same candidates, the time of scoring them from float32 rows and
 from int8 rows with ``lsh.scan.row_scores`` (in memory, one process). Also prints the folder writer's own check
-(``vectorfile.compact_recall``) on these vectors and on sharply peaked class probabilities, where it refuses the copy.
+(``vectorfile.compact_recall``) on these vectors and on sharply peaked class probabilities, where it refuses the copy,
+and the same shares on real features: the shipped MobileNetV1's 1,024-d vectors of the 3,200 TU-Berlin-40 sketches
+(from the embedding cache train_sketch_head writes; skipped with a message when it is absent).
 
     .venv/bin/python benchmarks/compact_bench.py          # ~1 min, 0.6 GB
 """
@@ -45,6 +47,7 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=10, help="n / clusters images per cluster")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--views", type=Path, default=ROOT / "var" / "cache" / "sketch-head-views.npz")
     args = parser.parse_args()
     vectors, labels = make_dataset(args.n, 1024, args.clusters, 0.5, args.seed)
     scale = 127.0 / float(np.abs(vectors).max())
@@ -84,6 +87,33 @@ def main() -> None:
     probabilities = peaked(20_000, 40, args.seed)
     rounded = compact_rows(probabilities, 127.0 / float(probabilities.max()))
     print(f", 40-class peaked probabilities {compact_recall(probabilities, rounded):.3f}")
+    real(args.views, rng)
+
+
+def real(views: Path, rng: np.random.Generator, queries: int = 300) -> None:
+    """The shares on the TU-Berlin-40 sketches' backbone vectors, every other sketch a candidate."""
+    if not views.exists():
+        print(f"real features: skipped, {views} is missing (manage.py train_sketch_head writes it)")
+        return
+    cache = np.load(views, allow_pickle=True)
+    vectors = np.asarray(cache["view_plain"][cache["source"] == "tu"], dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    compact = compact_rows(vectors, 127.0 / float(np.abs(vectors).max()))
+    shares: dict[int, list[float]] = {kept: [] for kept in KEPT}
+    for position in rng.choice(vectors.shape[0], queries, replace=False):
+        exact = vectors @ vectors[position]
+        rough = compact.astype(np.float32) @ vectors[position]
+        exact[position] = rough[position] = -np.inf
+        truth = np.argsort(-exact, kind="stable")[:10]
+        order = np.argsort(-rough, kind="stable")
+        for kept in KEPT:
+            top = order[:kept][np.argsort(-exact[order[:kept]], kind="stable")[:10]]
+            shares[kept].append(np.intersect1d(top, truth).shape[0] / 10)
+    print(
+        f"real features (MobileNetV1, {vectors.shape[0]:,} TU-Berlin-40 sketches, {queries} queries), top 10 kept: "
+        + ", ".join(f"{np.mean(shares[kept]):.4f} at {kept}" for kept in KEPT)
+        + f"; compact_recall {compact_recall(vectors, compact):.3f}"
+    )
 
 
 if __name__ == "__main__":
