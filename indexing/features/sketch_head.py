@@ -100,7 +100,7 @@ class HeadRecipe:
     cuts: tuple[float, ...] = CUTS
     cut_weight: float = 0.5
     photo_weight: float = 0.0
-    members: int = 1
+    members: int = 3
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (stored in a head file's metadata and with an evaluation run)."""

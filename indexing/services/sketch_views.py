@@ -144,7 +144,10 @@ def negative_photos(*, folder: Path | None = None, cache: Path | None = None) ->
 
 
 def add_photo_class_arguments(parser: ArgumentParser) -> None:
-    """``--photo-weight`` and ``--negative-photos``, shared by train_sketch_head and evaluate_relevance."""
+    """``--members``, ``--photo-weight`` and ``--negative-photos`` (train_sketch_head and evaluate_relevance)."""
+    parser.add_argument(
+        "--members", type=int, default=HeadRecipe.members, help="heads averaged (an ensemble; 1: a single head)"
+    )
     parser.add_argument(
         "--photo-weight", type=float, default=HeadRecipe.photo_weight, help="the photo class's weight (0: none)"
     )

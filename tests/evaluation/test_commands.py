@@ -98,6 +98,8 @@ def test_class_analysis_prints_classes_and_writes_json(dataset: Dataset, tmp_pat
         (["lsh_sweep", "--family", "binary", "--grid", "3y6", "--collection", "c", "--extractor", "tiny"], "3y6"),
         (["lsh_sweep", "--family", "binary", "--grid", "2x2", "--collection", "x1", "--extractor", "tiny"], "x1"),
         (["class_analysis", "--collection", "sketches", "--extractor", "ghost"], "ghost"),
+        (["train_sketch_head", "--members", "0"], "--members must be 1 or more, got 0"),
+        (["evaluate_relevance", "--members", "-2"], "--members must be 1 or more, got -2"),
     ],
 )
 def test_commands_name_the_bad_value(dataset: Dataset, args: list[str], message: str) -> None:

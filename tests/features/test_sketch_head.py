@@ -99,7 +99,7 @@ def test_the_float16_file_serves_the_same_retrieval_vectors(tmp_path: Path) -> N
     vectors = rng.standard_normal((60, 64)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     data = TrainingSet(vectors, np.arange(60) % 3, np.array(["a", "b", "c"]), np.ones(60, np.float32))
-    head = fit_sketch_head(data, HeadRecipe(hidden=(16,), epochs=2))
+    head = fit_sketch_head(data, HeadRecipe(hidden=(16,), epochs=2, members=1))
     size = save_head(head, tmp_path / "h.npz", classes=["a", "b", "c"], meta={"why": "test"})
     assert size < 20_000
     loaded, classes, meta = load_head_file(tmp_path / "h.npz")
@@ -124,10 +124,10 @@ def test_an_ensemble_averages_its_independently_trained_members(tmp_path: Path) 
     vectors = rng.standard_normal((60, 64)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     data = TrainingSet(vectors, np.arange(60) % 3, np.array(["a", "b", "c"]), np.ones(60, np.float32))
-    recipe = HeadRecipe(hidden=(16,), epochs=2, seed=5)
+    recipe = HeadRecipe(hidden=(16,), epochs=2, seed=5, members=1)
     ensemble = fit_sketch_head(data, HeadRecipe(hidden=(16,), epochs=2, seed=5, members=2))
     assert ensemble_members(ensemble) == 2
-    singles = [fit_sketch_head(data, HeadRecipe(hidden=(16,), epochs=2, seed=seed)) for seed in (5, 6)]
+    singles = [fit_sketch_head(data, HeadRecipe(hidden=(16,), epochs=2, seed=seed, members=1)) for seed in (5, 6)]
     mean = np.mean([head(vectors, training=False).numpy() for head in singles], axis=0)
     np.testing.assert_allclose(ensemble(vectors, training=False).numpy(), mean, atol=1e-5)
     assert not np.allclose(mean, fit_sketch_head(data, recipe)(vectors, training=False).numpy(), atol=1e-3)

@@ -59,7 +59,9 @@ class Command(BaseCommand):
         parser.add_argument("--skip", default="", help="comma-separated protocols to skip: quickdraw,sketchy,within")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        recipe = HeadRecipe(epochs=options["epochs"], photo_weight=options["photo_weight"])
+        if options["members"] < 1:
+            raise CommandError(f"--members must be 1 or more, got {options['members']}")
+        recipe = HeadRecipe(epochs=options["epochs"], photo_weight=options["photo_weight"], members=options["members"])
         skip = {s for s in options["skip"].split(",") if s}
         cache: Path = options["cache"]
         try:

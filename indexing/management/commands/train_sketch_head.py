@@ -40,7 +40,14 @@ class Command(BaseCommand):
         add_photo_class_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        recipe = HeadRecipe(epochs=options["epochs"], seed=options["seed"], photo_weight=options["photo_weight"])
+        if options["members"] < 1:
+            raise CommandError(f"--members must be 1 or more, got {options['members']}")
+        recipe = HeadRecipe(
+            epochs=options["epochs"],
+            seed=options["seed"],
+            photo_weight=options["photo_weight"],
+            members=options["members"],
+        )
         fold = options["hold_out_fold"]
         if not -1 <= fold <= 4:
             raise CommandError(f"--hold-out-fold must be -1..4, got {fold}")
