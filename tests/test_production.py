@@ -103,6 +103,8 @@ def test_compose_file_defines_the_services_with_healthchecks_and_volumes() -> No
     assert set(compose["services"]) == {"db", "redis", "web", "worker"}
     assert "healthz" in " ".join(compose["services"]["web"]["healthcheck"]["test"])
     assert compose["services"]["worker"]["command"][:3] == ["celery", "-A", "sketchsite"]
+    web = compose["services"]["web"]["command"][-1]
+    assert web.index("migrate") < web.index("write_vectors") < web.index("gunicorn")  # no first search writes them
     assert {"db-data", "media"} <= set(compose["volumes"])
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     assert "USER sketch" in dockerfile

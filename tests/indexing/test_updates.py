@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 import threading
 
 import numpy as np
 import pytest
+from django.core.management import call_command
 from django.db import connection
 from pytest_django.fixtures import Settings
 
 from indexing.lsh.codes import shortlist
+from indexing.lsh.vectorfile import FORMAT
 from indexing.models import Bucket, BucketEntry, Feature, Image, IndexAddition, LSHIndex
 from indexing.selectors import features_load
 from indexing.services import search as search_services
@@ -149,6 +153,21 @@ def test_a_missing_vector_folder_is_written_again_from_the_features() -> None:
     shutil.rmtree(vector_folder(index))
     assert [h.image_id for h in sketch_search(image=sketch_png(3), top_k=5).hits] == expected
     assert (vector_folder(index) / "vectors.npy").exists()
+
+
+def test_write_vectors_rewrites_an_old_format_folder_and_prunes_deleted_versions() -> None:
+    _, _, index = make_indexed_collection()
+    folder = vector_folder(index)
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "format": 2}))  # a folder written before an upgrade
+    stale = folder.parent / "index-999999-0123456789"
+    stale.mkdir()
+    out = io.StringIO()
+    call_command("write_vectors", stdout=out)
+    assert f"(id {index.pk}): 24 vectors in {folder}" in out.getvalue()
+    assert "deleted index-999999-0123456789" in out.getvalue()
+    assert json.loads((folder / "meta.json").read_text())["format"] == FORMAT
+    assert not stale.exists()
 
 
 def test_the_hamming_cut_keeps_the_candidates_nearest_by_code(settings: Settings) -> None:
