@@ -95,15 +95,25 @@ def _as_query(vector: np.ndarray, dim: int) -> np.ndarray:
     return normalize(vector)
 
 
+DENSE_DISTINCT = 128  # _distinct marks a mask when the ids span at most this many values per id, else sorts
+
+
 def _distinct(ids: np.ndarray) -> np.ndarray:
     """The distinct values of ``ids``, ascending.
 
-    ``np.unique`` by a plain sort: NumPy 2's unique took 5.8 ms where this takes 1.4 for the 40,000 repeats of a
-    search at a million images.
+    When the ids are dense (they span at most :data:`DENSE_DISTINCT` values per id: a boolean mask of at most that
+    many bytes per id), by marking the mask: 0.5 ms where a sort takes 1.25 for the ~14,000 bucket hits of a
+    search among a million consecutive image ids (NumPy 2's ``np.unique`` is slower still). Otherwise by a sort.
     """
-    ordered = np.sort(np.asarray(ids, dtype=np.int64))
-    if ordered.shape[0] < 2:
-        return ordered
+    ids = np.asarray(ids, dtype=np.int64).ravel()
+    if ids.shape[0] < 2:
+        return np.sort(ids)
+    low, high = int(ids.min()), int(ids.max())
+    if high - low < DENSE_DISTINCT * ids.shape[0]:
+        seen = np.zeros(high - low + 1, dtype=bool)
+        seen[ids - low] = True
+        return np.flatnonzero(seen) + low
+    ordered = np.sort(ids)
     keep = np.empty(ordered.shape[0], dtype=bool)
     keep[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])

@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from indexing.lsh import index as index_module
 from indexing.lsh.hashing import PStableFamily, SimHashFamily, fit_center, make_family
 from indexing.lsh.index import ExactIndex, LshIndex
 from indexing.lsh.scan import normalize
@@ -156,3 +157,13 @@ def test_candidates_are_the_distinct_ids_of_the_probed_buckets() -> None:
     assert more.ids.shape[0] >= 250 or more.probes == family.max_probes
     with pytest.raises(ValueError, match="probes"):
         index.candidates(query, probes=-1)
+
+
+@pytest.mark.parametrize("span", [50, 10**12])  # dense ids: the mask; ids far apart: the sort
+def test_distinct_equals_numpy_unique_for_dense_and_sparse_ids(span: int) -> None:
+    rng = np.random.default_rng(span % 97)
+    ids = rng.integers(-(span // 2), span // 2, size=400, dtype=np.int64)
+    np.testing.assert_array_equal(index_module._distinct(ids), np.unique(ids))
+    assert index_module._distinct(ids).dtype == np.int64
+    for tiny in (np.empty(0, dtype=np.int64), np.array([7])):
+        np.testing.assert_array_equal(index_module._distinct(tiny), tiny)
