@@ -29,7 +29,7 @@ run: $(VENV)/.runtime-stamp
 	$(PY) manage.py setup_demo
 	@echo "Sketchsearch is serving on http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/, Ctrl+C stops)"
 	@echo "No admin account yet? In another terminal: $(PY) manage.py createsuperuser"
-	$(PY) manage.py runserver --noreload $(HOST):$(PORT)
+	SKETCHSEARCH_WARM_UP_ON_START=1 $(PY) manage.py runserver --noreload $(HOST):$(PORT)
 
 # Debian's chromium for the real-browser test (Playwright drives it; `playwright install` cannot download here).
 browser:

@@ -228,6 +228,9 @@ SKETCHSEARCH_RERANK_CANDIDATES: int = env.int("SKETCHSEARCH_RERANK_CANDIDATES", 
 # 0 re-ranks every candidate exactly. Sized on synthetic data of another seed than the benchmark's, where 2.5 per
 # hit kept the whole exact top k (benchmarks/compact_bench.py, output in docs/scale-bench.md); 20 leaves room.
 SKETCHSEARCH_SHORTLIST_PER_HIT: int = env.int("SKETCHSEARCH_SHORTLIST_PER_HIT", default=20)
+# Load the active index and its CNN in a background thread when the process starts (`make run` sets it for
+# runserver; gunicorn workers warm up in post_fork instead).
+SKETCHSEARCH_WARM_UP_ON_START: bool = env.bool("SKETCHSEARCH_WARM_UP_ON_START", default=False)
 # /api/indexes/ and the admin say a version should be rebuilt once it holds this many times the images its
 # parameters were chosen for.
 SKETCHSEARCH_REBUILD_GROWTH: float = env.float("SKETCHSEARCH_REBUILD_GROWTH", default=4.0)

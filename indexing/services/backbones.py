@@ -12,6 +12,7 @@ backbone registered again under the same name (``register_backbone(..., replace=
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 
 from django.conf import settings
@@ -26,6 +27,7 @@ from indexing.models import Extractor
 SKETCH_HEAD = "sketch"  # Extractor.head of the served sketch head (indexing.features.sketch_head)
 
 _loaded: set[tuple[str, str]] = set()
+_loading = threading.RLock()  # one load at a time: a warm-up thread and a first search then share one model
 
 
 def backbone_load(*, backbone: str, weights: str) -> Backbone:
@@ -47,11 +49,12 @@ def _base_load(spec: BackboneSpec, weights: str) -> Backbone:
 
 def extractor_backbone(extractor: Extractor) -> Backbone:
     """The Backbone that embeds images for ``extractor``: its registered backbone, or its head over its base."""
-    if extractor.head:
-        backbone = extractor_head_backbone(extractor)
-    else:
-        backbone = backbone_load(backbone=extractor.backbone, weights=extractor.weights)
-    _loaded.add((extractor.backbone, extractor.weights))
+    with _loading:
+        if extractor.head:
+            backbone = extractor_head_backbone(extractor)
+        else:
+            backbone = backbone_load(backbone=extractor.backbone, weights=extractor.weights)
+        _loaded.add((extractor.backbone, extractor.weights))
     return backbone
 
 
