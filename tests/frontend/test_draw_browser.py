@@ -259,12 +259,14 @@ def test_results_show_while_drawing_with_whole_labels_and_chips_that_say_what_th
         # The chips built from the results are a class filter, and say so; classifier guesses look different.
         chips = page.get_by_test_id("label-chips")
         assert chips.inner_text().startswith("Filter by class")
-        page.evaluate("window.sketchsearch.renderPredictions([{label: 'wheelbarrow', probability: 0.93}])")
+        guesses = "[{label: 'wheelbarrow', probability: 0.93}, {label: 'cat', probability: 0.06}, "
+        guesses += "{label: 'sun', probability: 0.004}]"
+        page.evaluate(f"window.sketchsearch.renderPredictions({guesses})")
         predictions = page.get_by_test_id("predictions")
         assert predictions.is_visible()
         assert "The classifier suggests" in predictions.inner_text()
+        assert page.get_by_test_id("prediction-chip").all_inner_texts() == ["wheelbarrow 93%", "cat 6%"]  # not "sun 0%"
         suggestion = page.get_by_test_id("prediction-chip").first
-        assert suggestion.inner_text() == "wheelbarrow 93%"
         style = "el => { const s = getComputedStyle(el); return [s.borderStyle, s.backgroundColor, s.fontStyle]; }"
         assert suggestion.evaluate(style) != chips.get_by_test_id("label-chip").first.evaluate(style)
 

@@ -508,10 +508,12 @@
 
   // The fine-tuned classifier's top classes ("predictions": [{label, probability}, ...]) when the index's
   // extractor has one (e.g. mobilenet_v1-model4); an index on a plain backbone answers [] and nothing shows.
+  // Guesses under 1% are left out (the first always shows): "sun 0%" beside "cat 100%" says nothing.
   function renderPredictions(predictions) {
-    ui.predictions.hidden = predictions.length === 0;
+    const shown = predictions.filter((p, i) => i === 0 || p.probability >= 0.01);
+    ui.predictions.hidden = shown.length === 0;
     ui.predictionChips.replaceChildren(
-      ...predictions.map((p) => {
+      ...shown.map((p) => {
         const chip = document.createElement("button");
         chip.type = "button";
         chip.className = "prediction-chip";
