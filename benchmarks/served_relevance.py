@@ -8,6 +8,7 @@ k = 10), then again with ``scan: true`` (the exact scan). A result is relevant w
 word (case, spaces, ``-`` and ``_`` aside: "wine bottle" is "wine-bottle"; "light bulb" is "lightbulb").
 
     .venv/bin/python benchmarks/served_relevance.py           # the database of make run (or DATABASE_URL)
+    .venv/bin/python benchmarks/served_relevance.py --pen 12  # as drawn with the page's stroke width set to 12
 
 Needs `make run` (or setup_demo) once. Prints a table and, last, one line:
 `served relevance: p@10 0.71, hit@1 0.72 (whole drawings, default index; scan 0.72 / 0.73; at 50% of the strokes
@@ -38,6 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quickdraw", type=Path, default=QUICKDRAW)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--canvas", type=int, default=None, help="render on a canvas this wide (default: the page's)")
+    parser.add_argument("--pen", type=float, default=None, help="pen width in canvas pixels (default: the page's)")
     args = parser.parse_args()
     if not args.quickdraw.is_dir():
         sys.exit(f"no Quick, Draw! drawings at {args.quickdraw} (see ../shared/data/README.md): nothing measured")
@@ -48,8 +51,8 @@ def main() -> None:
     from django.test import Client
 
     from evaluation.protocol_maths import label_key
-    from indexing.features.augment import page_render
-    from indexing.features.quickdraw import cut_strokes, read_folder
+    from indexing.features.augment import PAGE_CANVAS, PAGE_PEN_WIDTH
+    from indexing.features.quickdraw import cut_strokes, read_folder, render_strokes
     from indexing.features.sketch_head import quickdraw_folds
     from indexing.models import Image
     from indexing.selectors import index_get_default
@@ -80,6 +83,10 @@ def main() -> None:
         f"index {index} (id {index.pk}), extractor {index.extractor.name}, probes {index.probes}; "
         f"{len(queries)} Quick, Draw! drawings of fold {held_out} ({len({d.word for d in queries})} words)"
     )
+    canvas = args.canvas or PAGE_CANVAS
+    pen = args.pen or PAGE_PEN_WIDTH
+    if (canvas, pen) != (PAGE_CANVAS, PAGE_PEN_WIDTH):
+        print(f"drawn on a {canvas}-pixel canvas, {pen:g}-pixel pen (the page's: {PAGE_CANVAS}, {PAGE_PEN_WIDTH:g})")
     client = Client(HTTP_HOST="127.0.0.1")
     table: dict[tuple[str, str], tuple[float, float, float]] = {}
     for stage, fraction in STAGES:
@@ -87,7 +94,8 @@ def main() -> None:
             precision, first, millis = [], [], []
             for drawing in queries:
                 buffer = io.BytesIO()
-                page_render(cut_strokes(drawing.strokes, fraction)).save(buffer, format="PNG")
+                drawn = render_strokes(cut_strokes(drawing.strokes, fraction), size=canvas, width=pen)
+                drawn.save(buffer, format="PNG")
                 body = {"image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(), "k": args.k}
                 if mode == "exact scan":
                     body["scan"] = True

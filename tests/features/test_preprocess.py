@@ -15,6 +15,7 @@ from indexing.features.preprocess import (
     load_image,
     preprocess_photo,
     preprocess_sketch,
+    thin_strokes,
     to_display_mode,
 )
 from tests.features.helpers import bomb_png, canvas_drawing, ink_bbox, png_bytes
@@ -359,3 +360,49 @@ def test_photo_from_grayscale_has_three_channels() -> None:
 def test_photo_rejects_unknown_fit() -> None:
     with pytest.raises(ValueError, match="stretch"):
         preprocess_photo(Image.new("RGB", (4, 4)), 4, fit="stretch")
+
+
+def _neighbours(mask: np.ndarray) -> set[tuple[int, int]]:
+    """The 8-connected component of ``mask``'s first pixel (an independent flood fill)."""
+    todo = [tuple(int(v) for v in np.argwhere(mask)[0])]
+    seen: set[tuple[int, int]] = set()
+    while todo:
+        y, x = todo.pop()
+        if (y, x) in seen or not (0 <= y < mask.shape[0] and 0 <= x < mask.shape[1]) or not mask[y, x]:
+            continue
+        seen.add((y, x))
+        todo.extend((y + dy, x + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+    return seen
+
+
+def test_thinning_leaves_a_connected_one_pixel_line_of_a_stroke_of_any_width() -> None:
+    for width in (1, 3, 9):
+        image = Image.new("L", (120, 60), 255)
+        ImageDraw.Draw(image).line([(10, 10), (60, 45), (110, 12)], fill=0, width=width)
+        ink = np.asarray(image) < 128
+        skeleton = thin_strokes(ink)
+        assert not (skeleton & ~ink).any()  # a subset of the ink
+        assert len(_neighbours(skeleton)) == skeleton.sum()  # still one connected stroke
+        columns = skeleton.sum(axis=0)
+        assert columns[15:105].max() <= 2  # one or two pixels thick along the whole stroke
+        assert (columns[16:104] > 0).all()  # and it still spans it (less half a pen at each end)
+    assert not thin_strokes(np.zeros((5, 5), dtype=bool)).any()
+
+
+def test_thin_strokes_make_the_backbone_input_the_same_whatever_the_pen() -> None:
+    def drawn(width: int) -> Image.Image:
+        image = Image.new("L", (512, 512), 255)
+        draw = ImageDraw.Draw(image)
+        draw.ellipse((100, 100, 400, 400), outline=0, width=width)
+        draw.line([(150, 250), (350, 250)], fill=0, width=width)
+        return image
+
+    def ink(image: Image.Image, **options: bool) -> float:
+        return float((preprocess_sketch(image, 224, **options)[:, :, 0] < 128).mean())
+
+    thin, thick = drawn(3), drawn(14)
+    assert ink(thick) / ink(thin) > 2  # the pen's width reaches the backbone
+    assert 0.8 < ink(thick, thin=True) / ink(thin, thin=True) < 1.25  # normalised: the same strokes
+    out = preprocess_sketch(thick, 224, thin=True)
+    assert out.shape == (224, 224, 3)
+    assert set(np.unique(out)) <= {0, 255}  # black strokes on white, no grey
