@@ -49,6 +49,7 @@ __all__ = [
     "VectorFile",
     "compact_recall",
     "compact_rows",
+    "compact_scale",
     "sorted_rows",
     "vector_file_open",
     "vector_file_write",
@@ -160,6 +161,14 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
+def compact_scale(vectors: np.ndarray) -> float:
+    """The int8 copy's scale for ``vectors``: 127 over their largest absolute coordinate (read in chunks)."""
+    largest = 0.0
+    for start in range(0, int(vectors.shape[0]), _CHUNK):
+        largest = max(largest, float(np.max(np.abs(np.asarray(vectors[start : start + _CHUNK], dtype=np.float32)))))
+    return 127.0 / largest if largest > 0 else 1.0
+
+
 def compact_rows(vectors: np.ndarray, scale: float) -> np.ndarray:
     """The int8 rows of ``vectors`` at ``scale`` (rounded; a coordinate beyond the scale's range is clipped)."""
     return np.clip(np.rint(np.asarray(vectors, dtype=np.float32) * scale), -127, 127).astype(np.int8)
@@ -240,10 +249,7 @@ def vector_file_write(
         raise ValueError("ids must be ascending and distinct")
     if np.asarray(vectors).shape[1:] != (coder.projections.shape[1],):
         raise ValueError(f"vectors must have shape (n, {coder.projections.shape[1]})")
-    largest = 0.0
-    for start in range(0, n, _CHUNK):
-        largest = max(largest, float(np.max(np.abs(np.asarray(vectors[start : start + _CHUNK], dtype=np.float32)))))
-    scale = 127.0 / largest if largest > 0 else 1.0
+    scale = compact_scale(vectors)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
