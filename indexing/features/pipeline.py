@@ -35,6 +35,7 @@ def prepare_image(
     kind: ImageKind = "sketch",
     margin: float = 0.05,
     dilate: int = DEFAULT_SKETCH_DILATE,
+    thin: bool = False,
 ) -> np.ndarray:
     """Decode and preprocess one image exactly as indexing and querying both do.
 
@@ -45,6 +46,7 @@ def prepare_image(
             map by ``crossdomain.photo_to_edges``, then preprocessed as a sketch).
         margin: Sketch margin, see ``preprocess_sketch``.
         dilate: Sketch stroke thickening, see ``preprocess_sketch``.
+        thin: Thin a sketch's strokes to one-pixel lines first, see ``preprocess_sketch``.
 
     Returns:
         ``uint8`` ``(size, size, 3)``.
@@ -54,14 +56,14 @@ def prepare_image(
         ValueError: Unknown ``kind``.
     """
     if kind == "sketch":
-        return preprocess_sketch(load_image(source), size, margin=margin, dilate=dilate)
+        return preprocess_sketch(load_image(source), size, margin=margin, dilate=dilate, thin=thin)
     if kind == "photo":
         return preprocess_photo(load_image(source), size)
     if kind == "edges":
         # A photo turned into a line drawing, then preprocessed exactly like a sketch (cross-domain search).
         from indexing.features.crossdomain import photo_to_edges
 
-        return preprocess_sketch(photo_to_edges(load_image(source)), size, margin=margin, dilate=dilate)
+        return preprocess_sketch(photo_to_edges(load_image(source)), size, margin=margin, dilate=dilate, thin=thin)
     raise ValueError(f"kind must be 'sketch', 'photo' or 'edges', got {kind!r}")
 
 
@@ -74,6 +76,7 @@ def embed_images(
     workers: int | None = None,
     margin: float = 0.05,
     dilate: int = DEFAULT_SKETCH_DILATE,
+    thin: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, list[tuple[int, str]]]]:
     """Embed many images, yielding one result per input batch.
 
@@ -89,6 +92,7 @@ def embed_images(
         workers: Decoding threads; defaults to ``min(4, os.cpu_count())``.
         margin: Sketch margin, see ``preprocess_sketch``.
         dilate: Sketch stroke thickening, see ``preprocess_sketch``.
+        thin: Thin sketch strokes first, see ``preprocess_sketch`` (the extractor's ``sketch_thin``).
 
     Yields:
         ``(ids, vectors, errors)``: ``int64`` ``(m,)`` ids, ``float32`` ``(m, dim)`` L2-normalised vectors in the
@@ -102,7 +106,7 @@ def embed_images(
         raise ValueError(f"kind must be 'sketch', 'photo' or 'edges', got {kind!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    prepare = partial(prepare_image, size=backbone.input_size, kind=kind, margin=margin, dilate=dilate)
+    prepare = partial(prepare_image, size=backbone.input_size, kind=kind, margin=margin, dilate=dilate, thin=thin)
     pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1), thread_name_prefix="decode")
     pending: deque[tuple[list[int], list[Future[np.ndarray]]]] = deque()
     source = iter(images)

@@ -63,7 +63,7 @@ RETRIEVAL_LAYER = "classes"  # the softmax: retrieval by class probabilities
 WORD_ALIASES = {"wine bottle": "wine-bottle", "light bulb": "lightbulb"}
 CUTS = (0.25, 0.5, 0.75)  # the unfinished drawings live search sends
 FOLDS = 5  # of the 15 drawings per word: 3 per fold, by file position
-# The head's extra class for photographs (trained on Sketchy photos, never on the distractor photos measured): a
+# The head's extra class for photographs (trained on photos that are never the distractor photos measured): a
 # photo's probabilities gather there, away from every sketch class, so photos stop crowding a sketch's results.
 # Not a class anyone draws: the page's suggestion chips skip it.
 PHOTO_CLASS = "(photo)"
@@ -84,9 +84,14 @@ class HeadRecipe:
         drawing_views: Augmented views per Quick, Draw! drawing beyond the plain one and its cuts.
         cuts: Which unfinished versions (fractions of the strokes) of each Quick, Draw! drawing it trains on.
         cut_weight: Loss weight of an unfinished drawing relative to a whole one.
-        photo_weight: Loss weight of a photo of the :data:`PHOTO_CLASS` (0: no photo class).
+        photo_weight: Loss weight of a photo of the :data:`PHOTO_CLASS` (0: no photo class). Served with 1: photos
+            of a collection then stop crowding a drawing's results (photos in the top 10 of the within-set protocol
+            5.9% -> 0.0%, Quick, Draw! level; README "Relevance").
         members: Heads trained independently (seeds ``seed``, ``seed + 1``, ...) whose class probabilities are
             averaged (an ensemble; 1: a single head).
+        thin_strokes: Every sketch (training views, gallery, queries) is thinned to one-pixel strokes before the
+            backbone (``preprocess_sketch(thin=True)``), so pen width, resolution and grey level stop mattering;
+            the head then needs the base vectors of a ``sketch_thin`` extractor.
     """
 
     hidden: tuple[int, ...] = (1024,)
@@ -99,8 +104,9 @@ class HeadRecipe:
     drawing_views: int = 0
     cuts: tuple[float, ...] = CUTS
     cut_weight: float = 0.5
-    photo_weight: float = 0.0
+    photo_weight: float = 1.0
     members: int = 3
+    thin_strokes: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (stored in a head file's metadata and with an evaluation run)."""
@@ -185,7 +191,7 @@ def embed_views(
         backbone: The frozen base (e.g. the shipped MobileNetV1).
         tu_berlin: TU-Berlin-layout folder.
         quickdraw: Folder of ``<word>.ndjson``.
-        recipe: How many augmented views to make.
+        recipe: How many augmented views to make, and whether strokes are thinned.
         spec: What an augmented view may change.
         progress: Optional ``callable(done, total)``.
 
@@ -220,7 +226,7 @@ def embed_views(
         batch: list[np.ndarray] = []
         start = rows.start
         for image in images:
-            batch.append(preprocess_sketch(image, size))
+            batch.append(preprocess_sketch(image, size, thin=recipe.thin_strokes))
             if len(batch) == 64:
                 target[start : start + 64] = backbone.embed(np.stack(batch))
                 start, done, batch = start + 64, done + 64, []

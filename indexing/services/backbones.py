@@ -58,6 +58,15 @@ def extractor_backbone(extractor: Extractor) -> Backbone:
     return backbone
 
 
+def extractor_thins_strokes(extractor: Extractor) -> bool:
+    """Whether ``extractor`` thins a sketch's strokes before its backbone (``preprocess_sketch(thin=True)``).
+
+    Its rows' ``details["sketch_thin"]``: a base row made with ``thin``, and a head over such a base (which copies
+    it), so indexed sketches and drawn queries go through the same preprocessing.
+    """
+    return bool((extractor.details or {}).get("sketch_thin"))
+
+
 def extractor_is_loaded(extractor: Extractor) -> bool:
     """Whether this process has loaded (and warmed up) the extractor's model already."""
     return (extractor.backbone, extractor.weights) in _loaded

@@ -16,26 +16,37 @@ from indexing.features.preprocess import DEFAULT_SKETCH_DILATE
 from indexing.features.vectors import vector_to_bytes
 from indexing.models import Collection, Extractor, Feature, Image
 from indexing.selectors import features_read
-from indexing.services.backbones import backbone_load, extractor_backbone
+from indexing.services.backbones import backbone_load, extractor_backbone, extractor_thins_strokes
 from indexing.services.updates import index_images_add
 
 CHUNK_SIZE = 64
 
 
-def extractor_get_or_create(*, name: str | None = None, backbone: str, weights: str | None = None) -> Extractor:
-    """The Extractor row for a backbone and weights origin (created on first use, with its real sizes)."""
+def extractor_get_or_create(
+    *, name: str | None = None, backbone: str, weights: str | None = None, thin: bool = False
+) -> Extractor:
+    """The Extractor row for a backbone, weights origin and sketch preprocessing (created on first use).
+
+    ``thin``: sketches are thinned to one-pixel strokes before the backbone (``preprocess_sketch(thin=True)``),
+    recorded as ``details["sketch_thin"]``; such a row is named ``<backbone>-thin`` by default.
+    """
     spec = backbone_spec(backbone)
     weights = weights or spec.default_weights
     name = name or (backbone if weights == spec.default_weights else f"{backbone}-{_slug(weights)}")
+    name = f"{name}-thin" if thin and not name.endswith("-thin") else name
     existing = Extractor.objects.filter(name=name).first()
     if existing is not None:
-        if existing.backbone != backbone or existing.weights != weights:
+        if existing.backbone != backbone or existing.weights != weights or extractor_thins_strokes(existing) != thin:
             raise ValueError(
-                f"extractor {name!r} exists with backbone {existing.backbone} and weights {existing.weights}, "
-                f"not {backbone} / {weights}"
+                f"extractor {name!r} exists with backbone {existing.backbone}, weights {existing.weights} and "
+                f"sketch_thin {extractor_thins_strokes(existing)}, not {backbone} / {weights} / {thin}"
             )
         return existing
     model = backbone_load(backbone=backbone, weights=weights)
+    # Features depend on the sketch preprocessing: changing it means re-extracting (extract_features --force).
+    details: dict[str, object] = {"sketch_dilate": DEFAULT_SKETCH_DILATE}
+    if thin:
+        details["sketch_thin"] = True
     return Extractor.objects.create(
         name=name,
         backbone=backbone,
@@ -43,8 +54,7 @@ def extractor_get_or_create(*, name: str | None = None, backbone: str, weights: 
         input_size=model.input_size,
         output_dim=model.dim,
         param_count=model.param_count,
-        # Features depend on the sketch preprocessing: changing it means re-extracting (extract_features --force).
-        details={"sketch_dilate": DEFAULT_SKETCH_DILATE},
+        details=details,
     )
 
 
@@ -168,7 +178,8 @@ def collection_extract_features(
     from django.core.files.storage import default_storage
 
     sources = ((pk, default_storage.path(name)) for pk, name in todo)
-    for ids, vectors, errors in embed_images(sources, backbone, kind=kind, batch_size=chunk_size):
+    thin = extractor_thins_strokes(extractor)
+    for ids, vectors, errors in embed_images(sources, backbone, kind=kind, batch_size=chunk_size, thin=thin):
         report.embedded += features_upsert(extractor=extractor, image_ids=ids, vectors=vectors)
         report.failed.extend(errors)
         if progress:

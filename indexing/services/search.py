@@ -23,7 +23,7 @@ from indexing.lsh.codes import shortlist
 from indexing.lsh.scan import row_scores
 from indexing.models import Collection, Feature, Image, LSHIndex
 from indexing.selectors import images_meta, index_get_default
-from indexing.services.backbones import extractor_backbone
+from indexing.services.backbones import extractor_backbone, extractor_thins_strokes
 from indexing.serving import LoadedIndex, index_cache
 
 MAX_TOP_K = 500
@@ -159,7 +159,7 @@ def query_vector(
         decoded = load_image(image)
     if clock:
         clock.lap("decode")
-    pixels = preprocess_sketch(decoded, backbone.input_size)
+    pixels = preprocess_sketch(decoded, backbone.input_size, thin=extractor_thins_strokes(loaded.index.extractor))
     if clock:
         clock.lap("preprocess")
     return _embed(loaded, backbone, pixels, clock, predictions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from argparse import ArgumentParser
 from collections.abc import Callable
@@ -41,7 +42,11 @@ def sketch_view_cache(
     cache: Path | None,
     say: Callable[[str], object] = print,
 ) -> ViewCache:
-    """The training views' backbone vectors: read from ``cache`` when it holds the recipe's views, else embedded."""
+    """The training views' backbone vectors: read from ``cache`` when it holds the recipe's views, else embedded.
+
+    Thinned strokes (``recipe.thin_strokes``) are cached beside plain ones, in ``<cache stem>-thin.npz``.
+    """
+    cache = _styled(cache, recipe.thin_strokes)
     if cache is not None and cache.exists():
         loaded = ViewCache.load(cache)
         wanted = {f"raster{v}" for v in range(recipe.raster_views)} | {
@@ -58,19 +63,31 @@ def sketch_view_cache(
     return views
 
 
+def _styled(cache: Path | None, thin: bool) -> Path | None:
+    return cache.with_name(f"{cache.stem}-thin{cache.suffix}") if cache is not None and thin else cache
+
+
 def folder_vectors(
-    folder: Path, *, kind: str, cache: Path | None, label_of: Callable[[Path], str] | None = None
+    folder: Path,
+    *,
+    kind: str,
+    cache: Path | None,
+    label_of: Callable[[Path], str] | None = None,
+    thin: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(vectors, labels) of every image under ``folder`` (``<class>/<file>``), embedded by the frozen backbone.
 
-    ``kind`` "sketch" or "photo" picks the preprocessing. Cached in ``cache`` (an .npz) when given.
+    ``kind`` "sketch" or "photo" picks the preprocessing; ``thin`` thins a sketch's strokes first. Cached in ``cache``
+    (an .npz; thinned sketches in ``<stem>-thin.npz``) when given.
     """
+    thin = thin and kind == "sketch"
+    cache = _styled(cache, thin)
     if cache is not None and cache.exists():
         with np.load(cache, allow_pickle=False) as data:
             return data["vectors"], data["labels"]
     files = sorted(p for p in _require(folder).rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
     backbone = shipped_backbone()
-    prepare = preprocess_sketch if kind == "sketch" else preprocess_photo
+    prepare = functools.partial(preprocess_sketch, thin=thin) if kind == "sketch" else preprocess_photo
     parts = []
     for start in range(0, len(files), 128):
         batch = np.stack([prepare(load_image(p), backbone.input_size) for p in files[start : start + 128]])
@@ -144,9 +161,17 @@ def negative_photos(*, folder: Path | None = None, cache: Path | None = None) ->
 
 
 def add_photo_class_arguments(parser: ArgumentParser) -> None:
-    """``--members``, ``--photo-weight`` and ``--negative-photos`` (train_sketch_head and evaluate_relevance)."""
+    """The recipe options of train_sketch_head and evaluate_relevance.
+
+    ``--members``, ``--plain-strokes``, ``--photo-weight`` and ``--negative-photos``.
+    """
     parser.add_argument(
         "--members", type=int, default=HeadRecipe.members, help="heads averaged (an ensemble; 1: a single head)"
+    )
+    parser.add_argument(
+        "--plain-strokes",
+        action="store_true",
+        help="sketches reach the backbone as drawn, not thinned to one-pixel strokes (the served recipe thins them)",
     )
     parser.add_argument(
         "--photo-weight", type=float, default=HeadRecipe.photo_weight, help="the photo class's weight (0: none)"

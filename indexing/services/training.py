@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from indexing.features.backbones import BACKBONES, available_backbones, l2_normalize, load_backbone
 from indexing.features.crossdomain import JOINT_HEAD, PHOTO_INPUTS, save_joint_head
@@ -39,9 +40,9 @@ from indexing.features.training import (
     stratified_split,
     whole_trunk,
 )
-from indexing.models import Collection, Extractor, Feature, Image
+from indexing.models import Collection, Extractor, Feature, Image, LSHIndex
 from indexing.services import extraction
-from indexing.services.backbones import SKETCH_HEAD, head_backbones_cache_clear
+from indexing.services.backbones import SKETCH_HEAD, extractor_thins_strokes, head_backbones_cache_clear
 from indexing.services.training_data import Split, features_split, images_split
 
 EXTRACTORS_DIR = "extractors"  # under MEDIA_ROOT, where Extractor.weights_file points
@@ -71,18 +72,25 @@ class TrainingReport:
         )
 
 
-def base_extractor_resolve(backbone: str) -> Extractor:
-    """The untrained extractor of ``backbone``: an existing head-less row, else a new row for a registered one."""
-    existing = (
-        Extractor.objects.filter(name=backbone, head="").first()
-        or Extractor.objects.filter(backbone=backbone, head="").order_by("pk").first()
-    )
+def base_extractor_resolve(backbone: str, *, thin: bool = False) -> Extractor:
+    """The untrained extractor of ``backbone`` (thinning sketch strokes or not): an existing head-less row, else new.
+
+    Of the head-less rows of ``backbone`` with that preprocessing, the one named after it (``mobilenet_v1``,
+    ``mobilenet_v1-thin``) wins, else the oldest.
+    """
+    rows = [
+        row
+        for row in Extractor.objects.filter(backbone=backbone, head="").order_by("pk")
+        if extractor_thins_strokes(row) == thin
+    ]
+    named = f"{backbone}-thin" if thin else backbone
+    existing = next((row for row in rows if row.name == named), rows[0] if rows else None)
     if existing is not None:
         return existing
     if backbone not in available_backbones():
         raise TrainingError(f"unknown backbone {backbone!r}; available: {', '.join(available_backbones())}")
     try:
-        return extraction.extractor_get_or_create(backbone=backbone)
+        return extraction.extractor_get_or_create(backbone=backbone, thin=thin)
     except (ValueError, RuntimeError) as exc:  # WeightsUnavailableError is a RuntimeError
         raise TrainingError(str(exc)) from exc
 
@@ -432,16 +440,28 @@ def _details(
 def _trained_extractor_save(
     *, name: str, existing: Extractor | None, fields: dict[str, Any], weights_name: str, notes: list[str]
 ) -> Extractor:
-    """Create the Extractor row of a trained head, or replace ``existing`` and delete its now stale vectors."""
+    """Create the Extractor row of a trained head, or replace ``existing`` and delete its now stale vectors.
+
+    Replacing also retires every index version built on ``existing``: they hold the old weights' vectors (perhaps of
+    another width), so a new image must not be hashed into them and no search should read them; ``build_index``
+    (``setup_demo`` for the demo) builds the next one.
+    """
     with transaction.atomic():
         if existing is not None:
             # Its vectors came from the previous weights: drop them so extract_features recomputes them.
             Feature.objects.filter(extractor=existing).delete()
+            retired = (
+                LSHIndex.objects.filter(extractor=existing)
+                .exclude(status=LSHIndex.Status.RETIRED)
+                .update(is_active=False, status=LSHIndex.Status.RETIRED, retired_at=timezone.now())
+            )
             for key, value in fields.items():
                 setattr(existing, key, value)
             existing.weights_file.name = weights_name
             existing.save()
             notes.append(f"replaced {name} and deleted its old vectors")
+            if retired:
+                notes.append(f"retired the {retired} index version(s) built on its old vectors: run build_index")
             return existing
         row = Extractor(name=name, **fields)
         row.weights_file.name = weights_name
@@ -484,7 +504,7 @@ def sketch_extractor_get_or_create(*, path: Path = SHIPPED_HEAD, name: str = SKE
     vectors, so the next extraction recomputes them.
     """
     head, classes, meta = load_head_file(path)
-    base = base_extractor_resolve(str(meta.get("backbone") or "mobilenet_v1"))
+    base = base_extractor_resolve(str(meta.get("backbone") or "mobilenet_v1"), thin=bool(meta.get("sketch_thin")))
     fields: dict[str, Any] = {
         "backbone": base.backbone,
         "head": SKETCH_HEAD,
@@ -499,6 +519,7 @@ def sketch_extractor_get_or_create(*, path: Path = SHIPPED_HEAD, name: str = SKE
             "retrieval_layer": SKETCH_RETRIEVAL_LAYER,
             "classes": classes,
             "sketch_dilate": (base.details or {}).get("sketch_dilate"),
+            "sketch_thin": extractor_thins_strokes(base),
             "training": meta,
         },
     }

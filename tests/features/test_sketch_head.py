@@ -160,7 +160,7 @@ def test_photos_become_one_extra_class_only_when_the_recipe_weighs_them(tmp_path
         _Base(), tu_berlin=_tu_folder(tmp_path / "tu"), quickdraw=_qd_folder(tmp_path / "qd"), recipe=HeadRecipe()
     )
     photos = np.random.default_rng(0).random((5, views.views["plain"].shape[1])).astype(np.float32)
-    plain = TrainingSet.from_cache(views, views.fold != 0, HeadRecipe(cuts=()), photos)
+    plain = TrainingSet.from_cache(views, views.fold != 0, HeadRecipe(cuts=(), photo_weight=0), photos)
     assert PHOTO_CLASS not in plain.classes  # photo_weight 0: the photos are not used
     with_photos = TrainingSet.from_cache(views, views.fold != 0, HeadRecipe(cuts=(), photo_weight=0.7), photos)
     assert sorted(with_photos.classes.tolist()) == sorted([*plain.classes.tolist(), PHOTO_CLASS])
@@ -169,3 +169,21 @@ def test_photos_become_one_extra_class_only_when_the_recipe_weighs_them(tmp_path
     np.testing.assert_array_equal(with_photos.vectors[photo_rows], photos)
     assert np.allclose(with_photos.weights[photo_rows], 0.7)
     assert len(with_photos.targets) == len(plain.targets) + 5
+
+
+def test_the_recipe_decides_whether_the_views_are_thinned(tmp_path: Path) -> None:
+    from indexing.features.preprocess import load_image, preprocess_sketch
+    from indexing.features.sketch_head import tu_berlin_files
+
+    tu = _tu_folder(tmp_path / "tu")
+    qd = _qd_folder(tmp_path / "qd")
+    thinned = embed_views(_Base(), tu_berlin=tu, quickdraw=qd, recipe=HeadRecipe(thin_strokes=True))
+    as_drawn = embed_views(_Base(), tu_berlin=tu, quickdraw=qd, recipe=HeadRecipe(thin_strokes=False))
+
+    first = load_image(tu_berlin_files(tu)[0][0])
+    for views, thin in ((thinned, True), (as_drawn, False)):
+        expected = _Base().embed(preprocess_sketch(first, _Base.input_size, thin=thin)[np.newaxis])[0]
+        np.testing.assert_allclose(views.views["plain"][0], expected, atol=1e-6)
+    assert not np.allclose(thinned.views["plain"], as_drawn.views["plain"], atol=1e-3)
+    assert HeadRecipe().thin_strokes
+    assert HeadRecipe().as_dict()["thin_strokes"] is True

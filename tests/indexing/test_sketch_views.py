@@ -27,3 +27,15 @@ def test_negative_photos_reads_a_cache_instead_of_embedding(tmp_path: Path) -> N
     cached = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.savez(tmp_path / "photos.npz", vectors=cached)
     np.testing.assert_array_equal(negative_photos(cache=tmp_path / "photos.npz"), cached)
+
+
+def test_thinned_sketches_have_their_own_cache_and_photos_are_never_thinned(tmp_path: Path) -> None:
+    from indexing.services.sketch_views import folder_vectors
+
+    for name, vectors in (("v.npz", np.zeros((1, 2))), ("v-thin.npz", np.ones((1, 2)))):
+        np.savez(tmp_path / name, vectors=vectors, labels=np.array(["cat"]))
+    folder = tmp_path / "missing"  # a cache hit never reads the folder
+    plain, _ = folder_vectors(folder, kind="sketch", cache=tmp_path / "v.npz")
+    thin, _ = folder_vectors(folder, kind="sketch", cache=tmp_path / "v.npz", thin=True)
+    photo, _ = folder_vectors(folder, kind="photo", cache=tmp_path / "v.npz", thin=True)
+    assert (plain.sum(), thin.sum(), photo.sum()) == (0, 2, 0)

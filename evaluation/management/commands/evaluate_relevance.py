@@ -61,7 +61,12 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["members"] < 1:
             raise CommandError(f"--members must be 1 or more, got {options['members']}")
-        recipe = HeadRecipe(epochs=options["epochs"], photo_weight=options["photo_weight"], members=options["members"])
+        recipe = HeadRecipe(
+            epochs=options["epochs"],
+            photo_weight=options["photo_weight"],
+            members=options["members"],
+            thin_strokes=not options["plain_strokes"],
+        )
         skip = {s for s in options["skip"].split(",") if s}
         cache: Path = options["cache"]
         try:
@@ -93,7 +98,9 @@ class Command(BaseCommand):
             head = fit_sketch_head(TrainingSet.from_cache(views, ~tu_test, recipe, photos), recipe)
             embed = _embedder(head)
             if "sketchy" not in skip:
-                results["sketchy"] = self._sketchy(options["sketchy"], cache, embed, gallery, gallery_labels)
+                results["sketchy"] = self._sketchy(
+                    options["sketchy"], cache, embed, gallery, gallery_labels, thin=recipe.thin_strokes
+                )
             if "within" not in skip:
                 results["within"] = self._within(views, tu, tu_test, options["photos"], cache, embed)
         run = EvaluationRun.objects.create(
@@ -146,10 +153,10 @@ class Command(BaseCommand):
         return {"folds": folds, "rows": rows}
 
     def _sketchy(
-        self, folder: Path, cache: Path, embed: Any, gallery: np.ndarray, gallery_labels: np.ndarray
+        self, folder: Path, cache: Path, embed: Any, gallery: np.ndarray, gallery_labels: np.ndarray, *, thin: bool
     ) -> dict[str, Any]:
         vectors, labels = folder_vectors(
-            folder, kind="sketch", cache=cache / "sketchy-vectors.npz", label_of=lambda p: p.parent.name
+            folder, kind="sketch", cache=cache / "sketchy-vectors.npz", label_of=lambda p: p.parent.name, thin=thin
         )
         keyed = np.array([label_key(label) for label in labels])
         gallery_labels = np.array([label_key(label) for label in gallery_labels])  # "wine_bottle" = "wine-bottle"

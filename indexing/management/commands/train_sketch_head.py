@@ -47,6 +47,7 @@ class Command(BaseCommand):
             seed=options["seed"],
             photo_weight=options["photo_weight"],
             members=options["members"],
+            thin_strokes=not options["plain_strokes"],
         )
         fold = options["hold_out_fold"]
         if not -1 <= fold <= 4:
@@ -69,6 +70,7 @@ class Command(BaseCommand):
         seconds = time.perf_counter() - started
         meta = {
             "backbone": "mobilenet_v1",
+            "sketch_thin": recipe.thin_strokes,  # the base row the head maps: mobilenet_v1-thin
             "recipe": recipe.as_dict(),
             "hold_out_fold": fold,
             "train_rows": int(len(data.targets)),
@@ -76,9 +78,11 @@ class Command(BaseCommand):
             "quickdraw_drawings": int(((views.source == "qd") & rows).sum()),
             "photos": 0 if photos is None else int(len(photos)),
             "training_seconds": round(seconds, 1),
-            "command": "manage.py train_sketch_head" + (f" --hold-out-fold {fold}" if fold else ""),
+            "command": "manage.py train_sketch_head"
+            + (f" --hold-out-fold {fold}" if fold else "")
+            + ("" if recipe.thin_strokes else " --plain-strokes"),
             "data": "TU-Berlin (Eitz et al. 2012, CC BY 4.0); Quick, Draw! (Google Creative Lab, CC BY 4.0)"
-            + ("; Sketchy photos (Sangkloy et al. 2016, research use)" if photos is not None else ""),
+            + _photo_credit(photos, options["negative_photos"]),
         }
         size = save_head(head, options["output"], classes=[str(c) for c in data.classes], meta=meta)
         if size > MAX_HEAD_BYTES:
@@ -88,3 +92,11 @@ class Command(BaseCommand):
             f"{meta['quickdraw_drawings']} Quick, Draw! drawings, {len(data.classes)} classes) in {seconds:.0f} s; "
             f"wrote {options['output']} ({size / 1e6:.1f} MB)"
         )
+
+
+def _photo_credit(photos: np.ndarray | None, folder: Path | None) -> str:
+    if photos is None:
+        return ""
+    if folder is not None:
+        return f"; photos of {folder}"
+    return "; scikit-image's sample photos (public domain / CC0; retina.jpg CC BY 4.0, M. Häggström)"
