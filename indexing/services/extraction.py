@@ -32,8 +32,9 @@ def extractor_get_or_create(
     """
     spec = backbone_spec(backbone)
     weights = weights or spec.default_weights
-    name = name or (backbone if weights == spec.default_weights else f"{backbone}-{_slug(weights)}")
-    name = f"{name}-thin" if thin and not name.endswith("-thin") else name
+    if name is None:
+        name = backbone if weights == spec.default_weights else f"{backbone}-{_slug(weights)}"
+        name = f"{name}-thin" if thin else name
     existing = Extractor.objects.filter(name=name).first()
     if existing is not None:
         if existing.backbone != backbone or existing.weights != weights or extractor_thins_strokes(existing) != thin:
