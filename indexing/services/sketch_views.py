@@ -119,7 +119,10 @@ def sample_photo_views(*, views: int = SAMPLE_VIEWS, seed: int = 0) -> list[Imag
     try:
         folder = importlib.resources.files("skimage") / "data"  # scikit-image (requirements-dev.txt): its files only
     except ModuleNotFoundError as exc:
-        raise DataMissingError("the photo class's sample photos come with scikit-image (pip install it)") from exc
+        raise DataMissingError(
+            "the photo class's sample photos come with scikit-image (pip install -r requirements-dev.txt), or give "
+            "--negative-photos FOLDER, or train without the class (--photo-weight 0)"
+        ) from exc
     crops: list[Image.Image] = []
     for name in SAMPLE_PHOTOS:
         with (folder / name).open("rb") as handle:

@@ -39,3 +39,16 @@ def test_thinned_sketches_have_their_own_cache_and_photos_are_never_thinned(tmp_
     thin, _ = folder_vectors(folder, kind="sketch", cache=tmp_path / "v.npz", thin=True)
     photo, _ = folder_vectors(folder, kind="photo", cache=tmp_path / "v.npz", thin=True)
     assert (plain.sum(), thin.sum(), photo.sum()) == (0, 2, 0)
+
+
+def test_without_scikit_image_the_error_says_how_to_train_anyway(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.resources
+
+    from indexing.services.sketch_views import DataMissingError
+
+    def missing(package: str) -> None:
+        raise ModuleNotFoundError(package)
+
+    monkeypatch.setattr(importlib.resources, "files", missing)
+    with pytest.raises(DataMissingError, match="--photo-weight 0"):
+        sample_photo_views(views=1)
