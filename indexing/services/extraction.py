@@ -32,9 +32,7 @@ def extractor_get_or_create(
     """
     spec = backbone_spec(backbone)
     weights = weights or spec.default_weights
-    if name is None:
-        name = backbone if weights == spec.default_weights else f"{backbone}-{_slug(weights)}"
-        name = f"{name}-thin" if thin else name
+    name = name or extractor_default_name(backbone, weights=weights, thin=thin)
     existing = Extractor.objects.filter(name=name).first()
     if existing is not None:
         if existing.backbone != backbone or existing.weights != weights or extractor_thins_strokes(existing) != thin:
@@ -57,6 +55,14 @@ def extractor_get_or_create(
         param_count=model.param_count,
         details=details,
     )
+
+
+def extractor_default_name(backbone: str, *, weights: str | None = None, thin: bool = False) -> str:
+    """A base row's name: the backbone's, ``-<weights>`` for other weights than its default, ``-thin`` if thinning."""
+    name = backbone
+    if weights is not None and weights != backbone_spec(backbone).default_weights:
+        name = f"{backbone}-{_slug(weights)}"
+    return f"{name}-thin" if thin else name
 
 
 def _slug(text: str) -> str:

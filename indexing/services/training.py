@@ -83,7 +83,7 @@ def base_extractor_resolve(backbone: str, *, thin: bool = False) -> Extractor:
         for row in Extractor.objects.filter(backbone=backbone, head="").order_by("pk")
         if extractor_thins_strokes(row) == thin
     ]
-    named = f"{backbone}-thin" if thin else backbone
+    named = extraction.extractor_default_name(backbone, thin=thin)
     existing = next((row for row in rows if row.name == named), rows[0] if rows else None)
     if existing is not None:
         return existing

@@ -111,22 +111,29 @@ def test_a_drawn_query_is_thinned_as_the_index_was(tmp_path: Path) -> None:
     assert sketch_search(image=png, index=index.pk, top_k=3).hits  # and the whole served path runs
 
 
-@pytest.mark.parametrize("thin", [True, False])
-def test_a_head_file_trained_on_thinned_strokes_maps_the_thin_base(thin: bool) -> None:
+def _head_file(*, classes: int, meta: dict[str, object] | None = None) -> Path:
+    """A tiny sketch head over the tiny backbone, written to MEDIA_ROOT/heads/h.npz (again on each call)."""
     from django.conf import settings as django_settings
 
     from indexing.features.sketch_head import HeadRecipe, TrainingSet, fit_sketch_head, save_head
+
+    vectors = np.random.default_rng(classes).standard_normal((30, TinyBackbone.dim)).astype(np.float32)
+    names = [f"c{c}" for c in range(classes)]
+    data = TrainingSet(vectors, np.arange(30) % classes, np.array(names), np.ones(30, np.float32))
+    head = fit_sketch_head(data, HeadRecipe(hidden=(8,), epochs=1, members=1))
+    path = Path(django_settings.MEDIA_ROOT) / "heads" / "h.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_head(head, path, classes=names, meta={"backbone": "tiny", "classes": classes, **(meta or {})})
+    return path
+
+
+@pytest.mark.parametrize("thin", [True, False])
+def test_a_head_file_trained_on_thinned_strokes_maps_the_thin_base(thin: bool) -> None:
     from indexing.services.backbones import extractor_thins_strokes
     from indexing.services.extraction import collection_extract_features
     from indexing.services.training import sketch_extractor_get_or_create
 
-    rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((30, TinyBackbone.dim)).astype(np.float32)
-    data = TrainingSet(vectors, np.arange(30) % 2, np.array(["c0", "c1"]), np.ones(30, np.float32))
-    head = fit_sketch_head(data, HeadRecipe(hidden=(8,), epochs=1, members=1))
-    path = Path(django_settings.MEDIA_ROOT) / "heads" / "h.npz"
-    path.parent.mkdir(parents=True)
-    save_head(head, path, classes=["c0", "c1"], meta={"backbone": "tiny", "sketch_thin": thin})
+    path = _head_file(classes=2, meta={"sketch_thin": thin})
 
     extractor = sketch_extractor_get_or_create(path=path, name="drawn")
     base = Extractor.objects.get(name=extractor.details["base_extractor"])
@@ -146,33 +153,20 @@ def test_a_head_file_trained_on_thinned_strokes_maps_the_thin_base(thin: bool) -
 
 
 def test_a_replaced_head_retires_the_indexes_built_on_its_old_vectors() -> None:
-    from django.conf import settings as django_settings
-
-    from indexing.features.sketch_head import HeadRecipe, TrainingSet, fit_sketch_head, save_head
     from indexing.models import LSHIndex
     from indexing.selectors import index_get_default
     from indexing.services.extraction import collection_extract_features
     from indexing.services.index import index_build
     from indexing.services.training import sketch_extractor_get_or_create
 
-    path = Path(django_settings.MEDIA_ROOT) / "heads" / "h.npz"
-    path.parent.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-
-    def head_file(classes: int) -> None:
-        vectors = rng.standard_normal((30, TinyBackbone.dim)).astype(np.float32)
-        data = TrainingSet(vectors, np.arange(30) % classes, np.array([f"c{c}" for c in range(classes)]), np.ones(30))
-        head = fit_sketch_head(data, HeadRecipe(hidden=(8,), epochs=1, members=1))
-        save_head(head, path, classes=[f"c{c}" for c in range(classes)], meta={"backbone": "tiny", "classes": classes})
-
     collection = make_collection()
     images = [make_image(collection, seed=seed, label=f"c{seed % 2}") for seed in range(6)]
-    head_file(2)
+    path = _head_file(classes=2)
     extractor = sketch_extractor_get_or_create(path=path, name="drawn")
     collection_extract_features(collection=collection, extractor=extractor)
     old = index_build(extractor=extractor, collections=[collection], family="binary", num_tables=2, hashes_per_table=4)
 
-    head_file(3)  # retrained with one more class: 3-d vectors where the index holds 2-d ones
+    _head_file(classes=3)  # retrained with one more class: 3-d vectors where the index holds 2-d ones
     extractor = sketch_extractor_get_or_create(path=path, name="drawn")
     old.refresh_from_db()
     assert (old.is_active, old.status) == (False, LSHIndex.Status.RETIRED)
