@@ -7,6 +7,9 @@ factory plus one registry line (or a :func:`register_backbone` call). The shippe
 
 - ``mobilenet_v1``: the shipped, quantised MobileNetV1 1.0/224 ImageNet embedding extractor (TFLite, 1024-d).
   It needs no download, so it is the default offline model.
+- ``mobilenet_v1v2``: that MobileNetV1 and the shipped, quantised MobileNetV2 1.0/224 ImageNet classifier's pooled
+  features (TFLite, 1280-d, read before its logits), side by side (2304-d): the served sketch head's base, as it
+  found the class of strangers' drawings more often than MobileNetV1 alone (docs/relevance.md).
 - ``inception_v3``: Keras InceptionV3 without its classifier, global average pooled (2048-d), the paper's
   backbone. Its ImageNet weights come from the Keras cache, a local weights file, or (for timing
   only) random initialisation with ``weights="none"``.
@@ -31,7 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from indexing.features.darknet import build_darknet_tiny
-from indexing.features.runtimes import KerasBackbone, TFLiteBackbone, WeightsUnavailableError
+from indexing.features.runtimes import ConcatBackbone, KerasBackbone, TFLiteBackbone, WeightsUnavailableError
 from indexing.features.vectors import l2_normalize
 
 __all__ = [
@@ -57,6 +60,9 @@ __all__ = [
 DEFAULT_BACKBONE = "mobilenet_v1"
 SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MOBILENET_V1_FILE = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+MOBILENET_V2_FILE = "mobilenet_v2_1.0_224_quant.tflite"
+# The quantised MobileNetV2 is a classifier: its 1,280 pooled features are this inner tensor, before the logits.
+MOBILENET_V2_FEATURES = "MobilenetV2/Logits/AvgPool"
 INCEPTION_V3_NOTOP_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 _KERAS_WEIGHTS_HOST = "storage.googleapis.com"
 # Darknet-Tiny is read from the shared offline model folder (TF.js layers format, ~4 MB); override with
@@ -209,6 +215,31 @@ def _mobilenet_v1(
     return TFLiteBackbone("mobilenet_v1", path, weights=weights, num_threads=num_threads, batch_mode=batch_mode)
 
 
+def _mobilenet_v1v2(
+    weights: str, *, input_size: int | None, num_threads: int | None, batch_mode: str = "loop", **_: Any
+) -> ConcatBackbone:
+    if input_size not in (None, 224):
+        raise ValueError(f"mobilenet_v1v2 is a pair of fixed 224x224 TFLite models, got input_size={input_size}")
+    folder = SHIPPED_WEIGHTS_DIR if weights == "shipped" else Path(weights)
+    paths = [folder / MOBILENET_V1_FILE, folder / MOBILENET_V2_FILE]
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise WeightsUnavailableError(f"mobilenet_v1v2 model file(s) not found: {', '.join(missing)}")
+    parts: list[Any] = [
+        TFLiteBackbone("mobilenet_v1", paths[0], weights=weights, num_threads=num_threads, batch_mode=batch_mode),
+        # MobileNetV2's input quantisation is V1's (scale 1/128, zero point 128): the same uint8 pixels go in.
+        TFLiteBackbone(
+            "mobilenet_v2",
+            paths[1],
+            weights=weights,
+            num_threads=num_threads,
+            batch_mode=batch_mode,
+            output_tensor=MOBILENET_V2_FEATURES,
+        ),
+    ]
+    return ConcatBackbone("mobilenet_v1v2", parts, weights=weights)
+
+
 def _darknet_tiny(weights: str, *, input_size: int | None, jit_compile: bool, **_: Any) -> KerasBackbone:
     folder = DARKNET_TINY_DIR if weights == "shared" else Path(weights)
     manifest = folder / "model.json"
@@ -235,6 +266,10 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec(
             "mobilenet_v1", _mobilenet_v1, 224, 1024, "shipped",
             "MobileNetV1 1.0/224 ImageNet, quantised TFLite, 1024-d (offline)",
+        ),
+        BackboneSpec(
+            "mobilenet_v1v2", _mobilenet_v1v2, 224, 2304, "shipped",
+            "MobileNetV1 1024-d + MobileNetV2 1280-d ImageNet pooled features, quantised TFLite, 2304-d (offline)",
         ),
         BackboneSpec(
             "inception_v3", _inception_v3, 299, 2048, "imagenet",

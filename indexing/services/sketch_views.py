@@ -12,7 +12,7 @@ import numpy as np
 from django.conf import settings
 from PIL import Image
 
-from indexing.features.backbones import Backbone, load_backbone
+from indexing.features.backbones import Backbone, available_backbones, load_backbone
 from indexing.features.preprocess import load_image, preprocess_photo, preprocess_sketch
 from indexing.features.sketch_head import HeadRecipe, ViewCache, embed_views
 
@@ -30,8 +30,12 @@ def _require(folder: Path) -> Path:
     return folder
 
 
-def shipped_backbone() -> Backbone:
-    return load_backbone("mobilenet_v1")
+SERVED_BACKBONE = HeadRecipe.backbone
+
+
+def shipped_backbone(name: str = SERVED_BACKBONE) -> Backbone:
+    """The frozen backbone the served head maps (``HeadRecipe.backbone``), or another registered one."""
+    return load_backbone(name)
 
 
 def sketch_view_cache(
@@ -44,9 +48,10 @@ def sketch_view_cache(
 ) -> ViewCache:
     """The training views' backbone vectors: read from ``cache`` when it holds the recipe's views, else embedded.
 
-    Thinned strokes (``recipe.thin_strokes``) are cached beside plain ones, in ``<cache stem>-thin.npz``.
+    Thinned strokes (``recipe.thin_strokes``) are cached beside plain ones, in ``<cache stem>-thin.npz``, and the
+    vectors of another backbone than ``mobilenet_v1`` (``recipe.backbone``) in ``<cache stem>-<backbone>[-thin].npz``.
     """
-    cache = _styled(cache, recipe.thin_strokes)
+    cache = _styled(cache, recipe.thin_strokes, recipe.backbone)
     if cache is not None and cache.exists():
         loaded = ViewCache.load(cache)
         wanted = {f"raster{v}" for v in range(recipe.raster_views)} | {
@@ -56,15 +61,22 @@ def sketch_view_cache(
             say(f"views read from {cache}")
             return loaded
     started = time.perf_counter()
-    views = embed_views(shipped_backbone(), tu_berlin=_require(tu_berlin), quickdraw=_require(quickdraw), recipe=recipe)
+    views = embed_views(
+        shipped_backbone(recipe.backbone), tu_berlin=_require(tu_berlin), quickdraw=_require(quickdraw), recipe=recipe
+    )
     say(f"embedded {len(views.labels):,} drawings' views in {time.perf_counter() - started:.0f} s")
     if cache is not None:
         views.save(cache)
     return views
 
 
-def _styled(cache: Path | None, thin: bool) -> Path | None:
-    return cache.with_name(f"{cache.stem}-thin{cache.suffix}") if cache is not None and thin else cache
+def _styled(cache: Path | None, thin: bool, backbone: str) -> Path | None:
+    return None if cache is None else _named(cache, thin, backbone)
+
+
+def _named(cache: Path, thin: bool, backbone: str) -> Path:
+    stem = cache.stem if backbone == "mobilenet_v1" else f"{cache.stem}-{backbone}"
+    return cache.with_name(f"{stem}-thin{cache.suffix}" if thin else f"{stem}{cache.suffix}")
 
 
 def folder_vectors(
@@ -74,25 +86,27 @@ def folder_vectors(
     cache: Path | None,
     label_of: Callable[[Path], str] | None = None,
     thin: bool = False,
+    backbone: str = SERVED_BACKBONE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(vectors, labels) of every image under ``folder`` (``<class>/<file>``), embedded by the frozen backbone.
+    """(vectors, labels) of every image under ``folder`` (``<class>/<file>``), embedded by the frozen ``backbone``.
 
     ``kind`` "sketch" or "photo" picks the preprocessing; ``thin`` thins a sketch's strokes first. Cached in ``cache``
-    (an .npz; thinned sketches in ``<stem>-thin.npz``) when given.
+    (an .npz; thinned sketches in ``<stem>-thin.npz``, another backbone's vectors in ``<stem>-<backbone>...``) when
+    given.
     """
     thin = thin and kind == "sketch"
-    cache = _styled(cache, thin)
+    cache = _styled(cache, thin, backbone)
     if cache is not None and cache.exists():
         with np.load(cache, allow_pickle=False) as data:
             return data["vectors"], data["labels"]
     files = sorted(p for p in _require(folder).rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-    backbone = shipped_backbone()
+    model = shipped_backbone(backbone)
     prepare = functools.partial(preprocess_sketch, thin=thin) if kind == "sketch" else preprocess_photo
     parts = []
     for start in range(0, len(files), 128):
-        batch = np.stack([prepare(load_image(p), backbone.input_size) for p in files[start : start + 128]])
-        parts.append(backbone.embed(batch))
-    vectors = np.concatenate(parts) if parts else np.zeros((0, backbone.dim), np.float32)
+        batch = np.stack([prepare(load_image(p), model.input_size) for p in files[start : start + 128]])
+        parts.append(model.embed(batch))
+    vectors = np.concatenate(parts) if parts else np.zeros((0, model.dim), np.float32)
     labels = np.array([(label_of or (lambda p: p.parent.name))(p) for p in files])
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -140,21 +154,23 @@ def sample_photo_views(*, views: int = SAMPLE_VIEWS, seed: int = 0) -> list[Imag
     return crops
 
 
-def negative_photos(*, folder: Path | None = None, cache: Path | None = None) -> np.ndarray:
-    """Backbone vectors of the photo class's photos: a folder's, or (``folder`` None) the sample photos' views.
+def negative_photos(
+    *, folder: Path | None = None, cache: Path | None = None, backbone: str = SERVED_BACKBONE
+) -> np.ndarray:
+    """``backbone`` vectors of the photo class's photos: a folder's, or (``folder`` None) the sample photos' views.
 
     Never the distractor photos the protocols measure.
     """
     if folder is not None:
-        return folder_vectors(folder, kind="photo", cache=cache)[0]
-    cache = cache if cache is not None else CACHE_DIR / "sample-photo-vectors.npz"
+        return folder_vectors(folder, kind="photo", cache=cache, backbone=backbone)[0]
+    cache = _named(cache if cache is not None else CACHE_DIR / "sample-photo-vectors.npz", False, backbone)
     if cache.exists():
         with np.load(cache, allow_pickle=False) as data:
             return np.asarray(data["vectors"])
-    backbone = shipped_backbone()
+    model = shipped_backbone(backbone)
     crops = sample_photo_views()
     parts = [
-        backbone.embed(np.stack([preprocess_photo(c, backbone.input_size) for c in crops[start : start + 128]]))
+        model.embed(np.stack([preprocess_photo(c, model.input_size) for c in crops[start : start + 128]]))
         for start in range(0, len(crops), 128)
     ]
     vectors = np.concatenate(parts)
@@ -166,8 +182,14 @@ def negative_photos(*, folder: Path | None = None, cache: Path | None = None) ->
 def add_photo_class_arguments(parser: ArgumentParser) -> None:
     """The recipe options of train_sketch_head and evaluate_relevance.
 
-    ``--members``, ``--plain-strokes``, ``--photo-weight`` and ``--negative-photos``.
+    ``--backbone``, ``--members``, ``--plain-strokes``, ``--photo-weight`` and ``--negative-photos``.
     """
+    parser.add_argument(
+        "--backbone",
+        default=HeadRecipe.backbone,
+        choices=available_backbones(),
+        help=f"the frozen backbone the head maps (served: {HeadRecipe.backbone})",
+    )
     parser.add_argument(
         "--members", type=int, default=HeadRecipe.members, help="heads averaged (an ensemble; 1: a single head)"
     )

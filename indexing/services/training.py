@@ -20,11 +20,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from indexing.features.backbones import BACKBONES, available_backbones, l2_normalize, load_backbone
-from indexing.features.crossdomain import JOINT_HEAD, PHOTO_INPUTS, save_joint_head
 from indexing.features.heads import SIAMESE_MODEL, head_name, head_param_count
 from indexing.features.pipeline import ImageKind
-from indexing.features.sketch_head import RETRIEVAL_LAYER as SKETCH_RETRIEVAL_LAYER
-from indexing.features.sketch_head import SHIPPED_HEAD, load_head_file
 from indexing.features.training import (
     STRATEGIES,
     FitResult,
@@ -42,11 +39,10 @@ from indexing.features.training import (
 )
 from indexing.models import Collection, Extractor, Feature, Image, LSHIndex
 from indexing.services import extraction
-from indexing.services.backbones import SKETCH_HEAD, extractor_thins_strokes, head_backbones_cache_clear
+from indexing.services.backbones import extractor_thins_strokes
 from indexing.services.training_data import Split, features_split, images_split
 
 EXTRACTORS_DIR = "extractors"  # under MEDIA_ROOT, where Extractor.weights_file points
-SKETCH_EXTRACTOR = "mobilenet_v1-sketch"  # the shipped head's Extractor row
 TRAINED_WEIGHTS = "trained"
 
 
@@ -490,110 +486,3 @@ def _bundle(base_model: Any, head: Any) -> Any:
     images = keras.Input(base_model.input_shape[1:], name="scaled_image")
     pooled = keras.layers.UnitNormalization(name="l2_normalize")(base_model(images))
     return keras.Model(images, head_layer(pooled), name="bundle")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Storing the served heads
-
-
-def sketch_extractor_get_or_create(*, path: Path = SHIPPED_HEAD, name: str = SKETCH_EXTRACTOR) -> Extractor:
-    """The Extractor row of a sketch head file (indexing.features.sketch_head), created or updated from the file.
-
-    The shipped file is read from the package (no copy under MEDIA_ROOT); another file is served from its path,
-    which must lie under MEDIA_ROOT. A row whose file changed (other weights: its ``meta`` differs) loses its
-    vectors, so the next extraction recomputes them.
-    """
-    head, classes, meta = load_head_file(path)
-    base = base_extractor_resolve(str(meta.get("backbone") or "mobilenet_v1"), thin=bool(meta.get("sketch_thin")))
-    fields: dict[str, Any] = {
-        "backbone": base.backbone,
-        "head": SKETCH_HEAD,
-        "weights": "shipped" if path == SHIPPED_HEAD else TRAINED_WEIGHTS,
-        "input_size": base.input_size,
-        "output_dim": len(classes),
-        "param_count": int(base.param_count) + int(head.count_params()),
-        "details": {
-            "strategy": "head-only",
-            "base_extractor": base.name,
-            "base_weights": base.weights,
-            "retrieval_layer": SKETCH_RETRIEVAL_LAYER,
-            "classes": classes,
-            "sketch_dilate": (base.details or {}).get("sketch_dilate"),
-            "sketch_thin": extractor_thins_strokes(base),
-            "training": meta,
-        },
-    }
-    existing = Extractor.objects.filter(name=name).first()
-    if existing is not None and existing.head != SKETCH_HEAD:
-        raise TrainingError(f"extractor {name!r} exists and is not a sketch head: choose another name")
-    if existing is not None and existing.details == fields["details"] and existing.weights == fields["weights"]:
-        return existing
-    weights_name = ""
-    if path != SHIPPED_HEAD:
-        media = Path(settings.MEDIA_ROOT).resolve()
-        if media not in path.resolve().parents:
-            raise TrainingError(f"a trained head file must lie under MEDIA_ROOT ({media}), not {path}")
-        weights_name = str(path.resolve().relative_to(media))
-    notes: list[str] = []
-    row = _trained_extractor_save(name=name, existing=existing, fields=fields, weights_name=weights_name, notes=notes)
-    head_backbones_cache_clear()
-    return row
-
-
-def joint_extractor_save(
-    *,
-    name: str,
-    backbone: str,
-    sketch_branch: Any,
-    photo_branch: Any,
-    photo_input: str,
-    details: dict[str, Any],
-) -> tuple[Extractor, list[str]]:
-    """Store a trained joint sketch/photo head (``indexing.features.crossdomain``) as a servable Extractor.
-
-    The file goes to ``MEDIA_ROOT/extractors/<name>.keras``. Extracting features with the extractor embeds sketch
-    collections with the sketch branch and photo collections with the photo branch; a drawn query always takes
-    the sketch branch. An existing extractor of the same name is replaced and its old vectors are deleted.
-
-    Returns:
-        The row and notes for the user.
-
-    Raises:
-        TrainingError: Unknown base backbone, bad ``photo_input``, or ``name`` taken by a non-joint extractor.
-    """
-    if photo_input not in PHOTO_INPUTS:
-        raise TrainingError(f"photo_input must be one of {PHOTO_INPUTS}, got {photo_input!r}")
-    base = base_extractor_resolve(backbone)
-    if int(sketch_branch.input_shape[-1]) != base.output_dim:
-        raise TrainingError(
-            f"the head takes {sketch_branch.input_shape[-1]}-d vectors, {base.name} gives {base.output_dim}-d"
-        )
-    existing = Extractor.objects.filter(name=name).first()
-    if existing is not None and existing.head != JOINT_HEAD:
-        raise TrainingError(f"extractor {name!r} exists and is not a joint head: choose another name")
-    folder = Path(settings.MEDIA_ROOT) / EXTRACTORS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    weights_name = f"{EXTRACTORS_DIR}/{name}.keras"
-    save_joint_head(str(folder / f"{name}.keras"), sketch_branch, photo_branch)
-    shared = sketch_branch is photo_branch
-    head_params = int(sketch_branch.count_params()) + (0 if shared else int(photo_branch.count_params()))
-    fields: dict[str, Any] = {
-        "backbone": base.backbone,
-        "head": JOINT_HEAD,
-        "weights": TRAINED_WEIGHTS,
-        "input_size": base.input_size,
-        "output_dim": int(sketch_branch.output_shape[-1]),
-        "param_count": int(base.param_count) + head_params,
-        "details": {
-            "base_extractor": base.name,
-            "base_weights": base.weights,
-            "photo_input": photo_input,
-            "head_params": head_params,
-            "sketch_dilate": (base.details or {}).get("sketch_dilate"),
-            **details,
-        },
-    }
-    notes: list[str] = []
-    row = _trained_extractor_save(name=name, existing=existing, fields=fields, weights_name=weights_name, notes=notes)
-    head_backbones_cache_clear()
-    return row, notes

@@ -19,6 +19,7 @@ from indexing.features.backbones import (
     load_backbone,
 )
 from indexing.features.preprocess import load_image, preprocess_sketch
+from indexing.features.runtimes import ConcatBackbone, TFLiteBackbone
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,7 +39,7 @@ def test_importing_the_package_loads_no_tensorflow_or_django() -> None:
 
 
 def test_registry_lists_the_required_backbones() -> None:
-    assert {"mobilenet_v1", "inception_v3"} <= set(available_backbones())
+    assert {"mobilenet_v1", "mobilenet_v1v2", "inception_v3"} <= set(available_backbones())
     assert backbone_spec("inception_v3").dim == 2048
     assert backbone_spec("mobilenet_v1").input_size == 224
 
@@ -148,6 +149,81 @@ def test_same_class_is_closer_than_other_classes_on_average(mobilenet: Backbone,
     same = np.equal.outer(labels, labels) & ~np.eye(len(labels), dtype=bool)
     other = ~np.equal.outer(labels, labels)
     assert sims[same].mean() > sims[other].mean() + 0.05
+
+
+# ------------------------------------------------------------------------------------------- mobilenet_v1v2
+
+
+@pytest.fixture(scope="module")
+def pair() -> Backbone:
+    return load_backbone("mobilenet_v1v2")
+
+
+def _sketches(tu_berlin: Path, classes: tuple[str, ...] = ("ant", "sun", "guitar"), per_class: int = 2) -> np.ndarray:
+    paths = [p for c in classes for p in sorted((tu_berlin / c).glob("*.png"))[:per_class]]
+    return np.stack([preprocess_sketch(load_image(p), 224, thin=True) for p in paths])
+
+
+def test_the_pair_is_each_models_unit_vector_side_by_side(pair: Backbone, mobilenet: Backbone, tu_berlin: Path) -> None:
+    images = _sketches(tu_berlin)
+    vectors = pair.embed(images)
+    assert (pair.name, pair.input_size, pair.dim, vectors.shape) == ("mobilenet_v1v2", 224, 2304, (6, 2304))
+    assert backbone_spec("mobilenet_v1v2").dim == pair.dim
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(vectors[:, :1024] * np.sqrt(2), mobilenet.embed(images), atol=1e-6)
+    v2 = vectors[:, 1024:] * np.sqrt(2)
+    np.testing.assert_allclose(np.linalg.norm(v2, axis=1), 1.0, atol=1e-5)
+    # A cosine over the pair is the mean of the two models' cosines: neither model outweighs the other.
+    v1 = mobilenet.embed(images)
+    np.testing.assert_allclose(vectors @ vectors.T, (v1 @ v1.T + v2 @ v2.T) / 2, atol=1e-5)
+    assert 6_000_000 < pair.param_count < 7_500_000
+
+
+def test_the_mobilenet_v2_features_are_the_pool_of_its_last_feature_map(tu_berlin: Path) -> None:
+    """Oracle: the tapped AvgPool tensor equals the spatial mean of the 7x7x1280 map it pools (read as well)."""
+    path = backbones.SHIPPED_WEIGHTS_DIR / backbones.MOBILENET_V2_FILE
+    pooled = TFLiteBackbone("p", path, weights="shipped", output_tensor=backbones.MOBILENET_V2_FEATURES)
+    feature_map = TFLiteBackbone(
+        "m",
+        path,
+        weights="shipped",
+        output_tensor="MobilenetV2/Conv_1/Relu6;MobilenetV2/Conv_1/add_fold;"
+        "MobilenetV2/Conv_1/Conv2D_Fold;MobilenetV2/Conv_1/BatchNorm_Fold/bias",
+    )
+    assert (pooled.dim, feature_map.dim) == (1280, 7 * 7 * 1280)
+    images = _sketches(tu_berlin, per_class=1)
+    interpreter = feature_map._interpreter
+    means = []
+    for image in images:  # the raw (dequantised) map, before Backbone.embed's normalisation
+        interpreter.set_tensor(feature_map._input_index, image[None])
+        interpreter.invoke()
+        raw = interpreter.get_tensor(feature_map._output_index).astype(np.float32)
+        means.append(raw.reshape(-1, 1280).mean(axis=0))
+    expected = l2_normalize(np.array(means))
+    got = pooled.embed(images)
+    assert float(np.min(np.sum(got * expected, axis=1))) > 0.999  # uint8 rounding of the pool only
+
+
+def test_a_tensor_the_model_does_not_have_is_named() -> None:
+    path = backbones.SHIPPED_WEIGHTS_DIR / backbones.MOBILENET_V2_FILE
+    with pytest.raises(ValueError, match="no tensor named 'Nope/AvgPool'"):
+        TFLiteBackbone("x", path, weights="shipped", output_tensor="Nope/AvgPool")
+
+
+def test_the_pair_names_a_missing_model_file(tmp_path: Path) -> None:
+    (tmp_path / backbones.MOBILENET_V1_FILE).write_bytes(b"")
+    with pytest.raises(WeightsUnavailableError, match=backbones.MOBILENET_V2_FILE):
+        load_backbone("mobilenet_v1v2", weights=str(tmp_path))
+
+
+def test_a_concatenation_needs_parts_of_one_input_size(mobilenet: Backbone) -> None:
+    class Small:
+        name, input_size, dim, param_count, weights = "small", 96, 8, 0, "none"
+
+    with pytest.raises(ValueError, match="one input size"):
+        ConcatBackbone("c", [mobilenet, Small()], weights="none")
+    with pytest.raises(ValueError, match="at least one"):
+        ConcatBackbone("c", [], weights="none")
 
 
 # --------------------------------------------------------------------------------------------- inception_v3

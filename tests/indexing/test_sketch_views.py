@@ -1,4 +1,5 @@
-"""The photo class's sample photos: scikit-image's public-domain images, cropped, turned and lit at random."""
+"""The photo class's sample photos (scikit-image's public-domain images, cropped, turned and lit at random) and the
+protocols' vector caches, one per backbone and stroke style."""
 
 from __future__ import annotations
 
@@ -26,19 +27,25 @@ def test_sample_views_are_seeded_random_crops_of_every_sample_photo() -> None:
 def test_negative_photos_reads_a_cache_instead_of_embedding(tmp_path: Path) -> None:
     cached = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.savez(tmp_path / "photos.npz", vectors=cached)
-    np.testing.assert_array_equal(negative_photos(cache=tmp_path / "photos.npz"), cached)
+    np.savez(tmp_path / "photos-mobilenet_v1v2.npz", vectors=cached * 2)  # the served backbone's own cache
+    np.testing.assert_array_equal(negative_photos(cache=tmp_path / "photos.npz", backbone="mobilenet_v1"), cached)
+    np.testing.assert_array_equal(negative_photos(cache=tmp_path / "photos.npz"), cached * 2)
 
 
 def test_thinned_sketches_have_their_own_cache_and_photos_are_never_thinned(tmp_path: Path) -> None:
     from indexing.services.sketch_views import folder_vectors
 
-    for name, vectors in (("v.npz", np.zeros((1, 2))), ("v-thin.npz", np.ones((1, 2)))):
-        np.savez(tmp_path / name, vectors=vectors, labels=np.array(["cat"]))
+    caches = {"v.npz": 0, "v-thin.npz": 1, "v-mobilenet_v1v2.npz": 2, "v-mobilenet_v1v2-thin.npz": 3}
+    for name, value in caches.items():
+        np.savez(tmp_path / name, vectors=np.full((1, 2), value), labels=np.array(["cat"]))
     folder = tmp_path / "missing"  # a cache hit never reads the folder
-    plain, _ = folder_vectors(folder, kind="sketch", cache=tmp_path / "v.npz")
-    thin, _ = folder_vectors(folder, kind="sketch", cache=tmp_path / "v.npz", thin=True)
-    photo, _ = folder_vectors(folder, kind="photo", cache=tmp_path / "v.npz", thin=True)
-    assert (plain.sum(), thin.sum(), photo.sum()) == (0, 2, 0)
+    found = [
+        int(folder_vectors(folder, kind=kind, cache=tmp_path / "v.npz", thin=thin, backbone=backbone)[0][0, 0])
+        for backbone in ("mobilenet_v1", "mobilenet_v1v2")
+        for kind, thin in (("sketch", False), ("sketch", True), ("photo", True))
+    ]
+    assert found == [0, 1, 0, 2, 3, 2]
+    assert folder_vectors(folder, kind="sketch", cache=tmp_path / "v.npz", thin=True)[0][0, 0] == 3  # served
 
 
 def test_without_scikit_image_the_error_says_how_to_train_anyway(monkeypatch: pytest.MonkeyPatch) -> None:

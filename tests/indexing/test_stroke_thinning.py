@@ -131,7 +131,7 @@ def _head_file(*, classes: int, meta: dict[str, object] | None = None) -> Path:
 def test_a_head_file_trained_on_thinned_strokes_maps_the_thin_base(thin: bool) -> None:
     from indexing.services.backbones import extractor_thins_strokes
     from indexing.services.extraction import collection_extract_features
-    from indexing.services.training import sketch_extractor_get_or_create
+    from indexing.services.served_heads import sketch_extractor_get_or_create
 
     path = _head_file(classes=2, meta={"sketch_thin": thin})
 
@@ -157,7 +157,7 @@ def test_a_replaced_head_retires_the_indexes_built_on_its_old_vectors() -> None:
     from indexing.selectors import index_get_default
     from indexing.services.extraction import collection_extract_features
     from indexing.services.index import index_build
-    from indexing.services.training import sketch_extractor_get_or_create
+    from indexing.services.served_heads import sketch_extractor_get_or_create
 
     collection = make_collection()
     images = [make_image(collection, seed=seed, label=f"c{seed % 2}") for seed in range(6)]
@@ -175,3 +175,27 @@ def test_a_replaced_head_retires_the_indexes_built_on_its_old_vectors() -> None:
     assert collection_extract_features(collection=collection, extractor=extractor).embedded == len(images)
     new = index_build(extractor=extractor, collections=[collection], family="binary", num_tables=2, hashes_per_table=4)
     assert index_get_default() == new
+
+
+def test_the_shipped_heads_row_of_an_earlier_release_is_renamed_and_refilled() -> None:
+    from indexing.services.extraction import collection_extract_features
+    from indexing.services.served_heads import (
+        LEGACY_SKETCH_EXTRACTORS,
+        SKETCH_EXTRACTOR,
+        sketch_extractor_get_or_create,
+    )
+
+    collection = make_collection()
+    make_image(collection, seed=1)
+    path = _head_file(classes=2)
+    legacy = sketch_extractor_get_or_create(path=path, name=LEGACY_SKETCH_EXTRACTORS[0])
+    Extractor.objects.filter(pk=legacy.pk).update(weights="shipped")  # as the shipped file made it
+    collection_extract_features(collection=collection, extractor=legacy)
+    assert Feature.objects.filter(extractor=legacy).count() == 1
+
+    _head_file(classes=3)  # the new release's head
+    row = sketch_extractor_get_or_create(path=path, name=SKETCH_EXTRACTOR)
+    assert (row.pk, row.name, row.output_dim) == (legacy.pk, SKETCH_EXTRACTOR, 3)
+    assert not Extractor.objects.filter(name__in=LEGACY_SKETCH_EXTRACTORS).exists()
+    assert not Feature.objects.filter(extractor=row).exists()  # the old release's vectors are gone
+    assert sketch_extractor_get_or_create(path=path, name=SKETCH_EXTRACTOR).pk == row.pk  # and it is stable

@@ -81,7 +81,8 @@ def handle_cross_domain(command: BaseCommand, options: dict[str, Any]) -> None:
 
 
 def _save(command: BaseCommand, result: Any, backbone: str, name: str, options: dict[str, Any]) -> None:
-    from indexing.services.training import TrainingError, joint_extractor_save
+    from indexing.services.served_heads import joint_extractor_save
+    from indexing.services.training import TrainingError
 
     method = options["save_method"]
     sketch_branch, photo_branch = result.heads[method]

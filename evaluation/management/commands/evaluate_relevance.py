@@ -66,6 +66,7 @@ class Command(BaseCommand):
             photo_weight=options["photo_weight"],
             members=options["members"],
             thin_strokes=not options["plain_strokes"],
+            backbone=options["backbone"],
         )
         skip = {s for s in options["skip"].split(",") if s}
         cache: Path = options["cache"]
@@ -81,6 +82,7 @@ class Command(BaseCommand):
                 negative_photos(
                     folder=options["negative_photos"],
                     cache=None if options["negative_photos"] is None else cache / "photo-class-vectors.npz",
+                    backbone=recipe.backbone,
                 )
                 if recipe.photo_weight > 0
                 else None
@@ -99,10 +101,10 @@ class Command(BaseCommand):
             embed = _embedder(head)
             if "sketchy" not in skip:
                 results["sketchy"] = self._sketchy(
-                    options["sketchy"], cache, embed, gallery, gallery_labels, thin=recipe.thin_strokes
+                    options["sketchy"], cache, embed, gallery, gallery_labels, recipe=recipe
                 )
             if "within" not in skip:
-                results["within"] = self._within(views, tu, tu_test, options["photos"], cache, embed)
+                results["within"] = self._within(views, tu, tu_test, options["photos"], cache, embed, recipe.backbone)
         run = EvaluationRun.objects.create(
             kind=EvaluationRun.Kind.RELEVANCE,
             parameters={"recipe": recipe.as_dict()},
@@ -153,10 +155,22 @@ class Command(BaseCommand):
         return {"folds": folds, "rows": rows}
 
     def _sketchy(
-        self, folder: Path, cache: Path, embed: Any, gallery: np.ndarray, gallery_labels: np.ndarray, *, thin: bool
+        self,
+        folder: Path,
+        cache: Path,
+        embed: Any,
+        gallery: np.ndarray,
+        gallery_labels: np.ndarray,
+        *,
+        recipe: HeadRecipe,
     ) -> dict[str, Any]:
         vectors, labels = folder_vectors(
-            folder, kind="sketch", cache=cache / "sketchy-vectors.npz", label_of=lambda p: p.parent.name, thin=thin
+            folder,
+            kind="sketch",
+            cache=cache / "sketchy-vectors.npz",
+            label_of=lambda p: p.parent.name,
+            thin=recipe.thin_strokes,
+            backbone=recipe.backbone,
         )
         keyed = np.array([label_key(label) for label in labels])
         gallery_labels = np.array([label_key(label) for label in gallery_labels])  # "wine_bottle" = "wine-bottle"
@@ -180,10 +194,10 @@ class Command(BaseCommand):
         return {"rows": rows}
 
     def _within(
-        self, views: Any, tu: np.ndarray, tu_test: np.ndarray, photos: Path, cache: Path, embed: Any
+        self, views: Any, tu: np.ndarray, tu_test: np.ndarray, photos: Path, cache: Path, embed: Any, backbone: str
     ) -> dict[str, Any]:
         photo_vectors, _ = folder_vectors(
-            photos, kind="photo", cache=cache / "photo-vectors.npz", label_of=lambda p: ""
+            photos, kind="photo", cache=cache / "photo-vectors.npz", label_of=lambda p: "", backbone=backbone
         )
         train, test = tu & ~tu_test, tu_test
         rows = []

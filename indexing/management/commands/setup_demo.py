@@ -10,7 +10,7 @@ from indexing.selectors import index_get_active
 from indexing.services.extraction import collection_extract_features
 from indexing.services.importer import collection_import
 from indexing.services.index import DEFAULT_CENTER, DEFAULT_FAMILY, index_build
-from indexing.services.training import sketch_extractor_get_or_create
+from indexing.services.served_heads import sketch_extractor_get_or_create
 
 DEMO_NAME = "demo"
 DEMO_TEST_PER_CLASS = 20  # TU-Berlin's 60/20 split (the paper's), kept for every measurement
@@ -19,8 +19,8 @@ DEMO_TEST_PER_CLASS = 20  # TU-Berlin's 60/20 split (the paper's), kept for ever
 class Command(BaseCommand):
     help = (
         "Load the embedded demo collection (TU-Berlin-40, 3,200 sketches), embed it with the served extractor (the "
-        "shipped MobileNetV1 + the shipped sketch head) and build its tuned index. Idempotent: a second run only "
-        "checks."
+        "shipped MobileNetV1 + MobileNetV2 pair + the shipped sketch head) and build its tuned index. Idempotent: a "
+        "second run only checks."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -36,8 +36,8 @@ class Command(BaseCommand):
         self.stdout.write(report.summary())
         collection = Collection.objects.get(name=options["name"])
         extractor = sketch_extractor_get_or_create()
-        # The head maps the base vectors: the CNN runs once per image, for the base row (extraction reuses it): the
-        # shipped MobileNetV1 on thinned strokes (mobilenet_v1-thin), as the head was trained.
+        # The head maps the base vectors: the CNNs run once per image, for the base row (extraction reuses it): the
+        # shipped MobileNetV1 + MobileNetV2 on thinned strokes (mobilenet_v1v2-thin), as the head was trained.
         extraction = collection_extract_features(collection=collection, extractor=extractor)
         if extraction.embedded or extraction.failed:
             self.stdout.write(extraction.summary())

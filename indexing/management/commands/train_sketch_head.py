@@ -23,8 +23,9 @@ MAX_HEAD_BYTES = 10 * 1024 * 1024
 class Command(BaseCommand):
     help = (
         "Train the served sketch head (indexing/features/sketch_head.py) on TU-Berlin and Quick, Draw! drawings over "
-        "the frozen shipped MobileNetV1, and write its float16 weights (default: the shipped file). One Quick, Draw! "
-        "fold is held out (default 0) so the served model can be validated on drawings it never saw."
+        "the frozen shipped MobileNetV1 + MobileNetV2 (--backbone), and write its int8 weights (default: the shipped "
+        "file). One Quick, Draw! fold is held out (default 0) so the served model can be validated on drawings it "
+        "never saw."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -48,6 +49,7 @@ class Command(BaseCommand):
             photo_weight=options["photo_weight"],
             members=options["members"],
             thin_strokes=not options["plain_strokes"],
+            backbone=options["backbone"],
         )
         fold = options["hold_out_fold"]
         if not -1 <= fold <= 4:
@@ -60,7 +62,11 @@ class Command(BaseCommand):
                 cache=options["cache"],
                 say=self.stdout.write,
             )
-            photos = negative_photos(folder=options["negative_photos"]) if recipe.photo_weight > 0 else None
+            photos = (
+                negative_photos(folder=options["negative_photos"], backbone=recipe.backbone)
+                if recipe.photo_weight > 0
+                else None
+            )
         except DataMissingError as exc:
             raise CommandError(str(exc)) from exc
         rows = views.fold != fold if fold >= 0 else np.ones(len(views.labels), dtype=bool)
@@ -69,8 +75,8 @@ class Command(BaseCommand):
         head = fit_sketch_head(data, recipe, verbose=0)
         seconds = time.perf_counter() - started
         meta = {
-            "backbone": "mobilenet_v1",
-            "sketch_thin": recipe.thin_strokes,  # the base row the head maps: mobilenet_v1-thin
+            "backbone": recipe.backbone,
+            "sketch_thin": recipe.thin_strokes,  # the base row the head maps: mobilenet_v1v2-thin
             "recipe": recipe.as_dict(),
             "hold_out_fold": fold,
             "train_rows": int(len(data.targets)),
@@ -80,7 +86,8 @@ class Command(BaseCommand):
             "training_seconds": round(seconds, 1),
             "command": "manage.py train_sketch_head"
             + (f" --hold-out-fold {fold}" if fold else "")
-            + ("" if recipe.thin_strokes else " --plain-strokes"),
+            + ("" if recipe.thin_strokes else " --plain-strokes")
+            + ("" if recipe.backbone == HeadRecipe.backbone else f" --backbone {recipe.backbone}"),
             "data": "TU-Berlin (Eitz et al. 2012, CC BY 4.0); Quick, Draw! (Google Creative Lab, CC BY 4.0)"
             + _photo_credit(photos, options["negative_photos"]),
         }
