@@ -323,4 +323,4 @@ class ConcatBackbone:
         """
         images = _check_images(images, self.input_size, self.name)
         scale = np.float32(1.0 / np.sqrt(len(self.parts)))
-        return np.concatenate([l2_normalize(part.embed(images)) * scale for part in self.parts], axis=1)
+        return np.concatenate([part.embed(images) * scale for part in self.parts], axis=1)  # parts give unit rows

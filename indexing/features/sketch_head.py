@@ -471,7 +471,7 @@ def _kernel(data: Any, name: str) -> np.ndarray:
 
 def _member(data: Any, prefix: str, num_classes: int) -> keras.Model:
     """One head of a head file (its arrays named ``<prefix>kernel_<i>`` and ``<prefix>bias_<i>``)."""
-    layers = sum(1 for name in data.files if name.startswith(f"{prefix}kernel_") and "scale" not in name)
+    layers = sum(1 for name in data.files if name.startswith(f"{prefix}bias_"))
     weights = [
         (_kernel(data, f"{prefix}kernel_{i}"), data[f"{prefix}bias_{i}"].astype(np.float32)) for i in range(layers)
     ]

@@ -20,8 +20,8 @@ from indexing.services.training import (
     EXTRACTORS_DIR,
     TRAINED_WEIGHTS,
     TrainingError,
-    _trained_extractor_save,
     base_extractor_resolve,
+    trained_extractor_save,
 )
 
 SKETCH_EXTRACTOR = "mobilenet_v1v2-sketch"  # the shipped head's Extractor row
@@ -74,7 +74,7 @@ def sketch_extractor_get_or_create(*, path: Path = SHIPPED_HEAD, name: str = SKE
             raise TrainingError(f"a trained head file must lie under MEDIA_ROOT ({media}), not {path}")
         weights_name = str(path.resolve().relative_to(media))
     notes: list[str] = []
-    row = _trained_extractor_save(name=name, existing=existing, fields=fields, weights_name=weights_name, notes=notes)
+    row = trained_extractor_save(name=name, existing=existing, fields=fields, weights_name=weights_name, notes=notes)
     head_backbones_cache_clear()
     return row
 
@@ -133,6 +133,6 @@ def joint_extractor_save(
         },
     }
     notes: list[str] = []
-    row = _trained_extractor_save(name=name, existing=existing, fields=fields, weights_name=weights_name, notes=notes)
+    row = trained_extractor_save(name=name, existing=existing, fields=fields, weights_name=weights_name, notes=notes)
     head_backbones_cache_clear()
     return row, notes

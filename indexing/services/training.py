@@ -182,7 +182,7 @@ def extractor_train(
         "param_count": base_params + score.head_params,
         "details": details,
     }
-    trained = _trained_extractor_save(
+    trained = trained_extractor_save(
         name=run.name, existing=run.existing, fields=fields, weights_name=weights_name, notes=run.notes
     )
     return TrainingReport(extractor=trained, base_test_map=base_map, subset=subset, notes=run.notes)
@@ -433,7 +433,7 @@ def _details(
     }
 
 
-def _trained_extractor_save(
+def trained_extractor_save(
     *, name: str, existing: Extractor | None, fields: dict[str, Any], weights_name: str, notes: list[str]
 ) -> Extractor:
     """Create the Extractor row of a trained head, or replace ``existing`` and delete its now stale vectors.
