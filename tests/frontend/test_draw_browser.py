@@ -33,13 +33,26 @@ def search_count(page: Any) -> int:
     return int(page.evaluate("Number(document.body.dataset.searchCount || 0)"))
 
 
+SEARCH_DONE = (
+    "n => Number(document.body.dataset.searchCount || 0) > n"
+    " && document.getElementById('results').dataset.state === 'done'"
+)
+SETTLE_MS = 400  # longer than the page's LIVE_DEBOUNCE_MS (250): a stroke's search is due by then
+
+
 def wait_for_search_after(page: Any, count: int) -> None:
-    page.wait_for_function(
-        "n => Number(document.body.dataset.searchCount || 0) > n"
-        " && document.getElementById('results').dataset.state === 'done'",
-        arg=count,
-        timeout=15_000,
-    )
+    """Wait for a search after the ``count``-th to finish, then for the page to settle.
+
+    On a slow machine a search can fire between two strokes of one drawing and finish before the last stroke's
+    debounced search starts: so wait again while a search that was due has run since.
+    """
+    page.wait_for_function(SEARCH_DONE, arg=count, timeout=15_000)
+    while True:
+        settled = search_count(page)
+        page.wait_for_timeout(SETTLE_MS)
+        page.wait_for_function(SEARCH_DONE, arg=settled - 1, timeout=15_000)
+        if search_count(page) == settled:
+            return
 
 
 def canvas_png(page: Any) -> str:
