@@ -3,7 +3,7 @@
 Starts the site (gunicorn, one sync worker, or `manage.py runserver` with --server runserver) against the
 database named by DATABASE_URL (default: the embedded SQLite of `make run`), waits for it, then posts
 real sketches as PNG data URLs, the way the drawing page does, and prints p50/p95 of the client-side
-latency and of each server stage (decode, preprocess, embed, hash, sql, rerank, fetch) plus the
+latency and of each server stage (decode, preprocess, embed, hash, sql, rerank, look, fetch) plus the
 serialise + HTTP overhead (client time minus the server's stages).
 
     .venv/bin/python benchmarks/search_bench.py                     # the active index (make run: the demo)

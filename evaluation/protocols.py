@@ -15,9 +15,9 @@ from evaluation.metrics import average_precision_from_ranking
 from indexing.lsh.autotune import TuneResult, autotune
 from indexing.lsh.hashing import fit_center, make_family
 from indexing.lsh.index import LshIndex
-from indexing.lsh.scan import as_unit_float32
+from indexing.lsh.scan import as_unit_float32, look_tie_break
 
-__all__ = ["Scores", "expand_queries", "lsh_scores", "scan_scores", "tuned_index"]
+__all__ = ["Look", "Scores", "expand_queries", "lsh_scores", "scan_scores", "tuned_index"]
 
 BLOCK = 256
 
@@ -49,6 +49,31 @@ class Scores:
             "queries": self.queries,
             "candidates": round(self.candidates, 1),
         }
+
+
+@dataclass(frozen=True, eq=False)
+class Look:
+    """The served look tie-break (``indexing.lsh.scan.look_tie_break``) of a ranking, as a search does it.
+
+    Attributes:
+        queries: ``(q, d')`` the queries' second vectors (the base backbone's, L2-normalised), aligned with the
+            queries ranked.
+        gallery: ``(n, d')`` the gallery's, aligned with its rows.
+        weight: ``SKETCHSEARCH_LOOK_WEIGHT``.
+        depth: Hits of each ranking re-ordered (a served search orders the k hits it shows).
+    """
+
+    queries: np.ndarray
+    gallery: np.ndarray
+    weight: float
+    depth: int
+
+    def reorder(self, query: int, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Gallery rows ``ids`` (ranked, with their ``scores``) with their first ``depth`` re-ordered by look."""
+        head = ids[: self.depth]
+        looks = self.gallery[head] @ self.queries[query]
+        reordered, _ = look_tie_break(head, scores[: self.depth], looks, self.weight)
+        return np.concatenate([reordered, ids[self.depth :]])
 
 
 def _check(queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, gallery_labels: np.ndarray) -> None:
@@ -87,6 +112,7 @@ def scan_scores(
     gallery_labels: np.ndarray,
     *,
     expansion: int = 0,
+    look: Look | None = None,
 ) -> Scores:
     """Exact scan: every query ranks the whole gallery by cosine similarity.
 
@@ -96,6 +122,7 @@ def scan_scores(
         gallery: ``(n, d)`` vectors.
         gallery_labels: ``(n,)``.
         expansion: Top results folded into the query by :func:`expand_queries` before a second ranking (0: none).
+        look: The served look tie-break of each ranking (None: none).
 
     Returns:
         The :class:`Scores`.
@@ -113,6 +140,10 @@ def scan_scores(
         if expansion:
             block = expand_queries(block, gallery, order[:, :expansion])
             order = np.argsort(-(block @ gallery.T), axis=1, kind="stable")
+        if look is not None:
+            similarities = block @ gallery.T
+            for row in range(len(block)):
+                order[row] = look.reorder(start + row, order[row], similarities[row, order[row]])
         relevant = gallery_labels[order] == query_labels[start : start + BLOCK, np.newaxis]
         aps.append(average_precision_from_ranking(relevant, np.maximum(totals[start : start + BLOCK], 1)))
         p10.append(relevant[:, :10].mean(axis=1))
@@ -155,6 +186,7 @@ def lsh_scores(
     depth: int = 1000,
     min_candidates: int = 0,
     top: list[np.ndarray] | None = None,
+    look: Look | None = None,
 ) -> Scores:
     """Through an LSH index: each query's candidates, re-ranked exactly; unreturned relevant items score 0.
 
@@ -169,6 +201,7 @@ def lsh_scores(
         query_labels: ``(q,)``.
         gallery_labels: ``(n,)`` aligned with the index's rows.
         depth: Results kept per query for AP (the rest count as not returned).
+        look: The served look tie-break of each query's results (None: none).
 
     Returns:
         The :class:`Scores`.
@@ -177,11 +210,12 @@ def lsh_scores(
     if len(queries) == 0:
         raise ValueError("no query")
     aps, p10, hit1, candidates = [], [], [], []
-    for vector, label in zip(queries, query_labels, strict=True):
+    for number, (vector, label) in enumerate(zip(queries, query_labels, strict=True)):
         result = index.query(vector, top_k=depth, probes=probes, min_candidates=min_candidates)
-        relevant = gallery_labels[result.ids] == label
+        ids = result.ids if look is None else look.reorder(number, result.ids, result.scores)
+        relevant = gallery_labels[ids] == label
         if top is not None:
-            top.append(result.ids[:10])
+            top.append(ids[:10])
         padded = np.zeros(max(depth, 10), dtype=bool)
         padded[: len(relevant)] = relevant
         total = max(int((gallery_labels == label).sum()), 1)

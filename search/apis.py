@@ -166,7 +166,12 @@ class SketchSearchApi(JsonErrorsMixin, APIView):
             image_id = serializers.IntegerField()
             url = serializers.CharField()
             label = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.label
-            score = serializers.FloatField(help_text="cosine similarity")
+            score = serializers.FloatField(
+                help_text=(
+                    "cosine similarity of the index's vectors; over the served sketch head, (1 - w) x that cosine + "
+                    "w x the cosine of the images' backbone vectors (SKETCHSEARCH_LOOK_WEIGHT, 0.02)"
+                )
+            )
             collection = serializers.CharField()
             split = serializers.CharField()
 
@@ -184,7 +189,7 @@ class SketchSearchApi(JsonErrorsMixin, APIView):
             @extend_schema_field(
                 serializers.DictField(
                     child=serializers.FloatField(),
-                    help_text="ms per stage (load, preprocess, embed, hash, sql, rerank, fetch) and total",
+                    help_text="ms per stage (load, decode, preprocess, embed, hash, sql, rerank, look, fetch), total",
                 )
             )
             def get_timings_ms(self, result: SearchResult) -> dict[str, float]:

@@ -228,6 +228,12 @@ SKETCHSEARCH_RERANK_CANDIDATES: int = env.int("SKETCHSEARCH_RERANK_CANDIDATES", 
 # 0 re-ranks every candidate exactly. Sized on synthetic data of another seed than the benchmark's, where 2.5 per
 # hit kept the whole exact top k (benchmarks/compact_bench.py, output in docs/scale-bench.md); 20 leaves room.
 SKETCHSEARCH_SHORTLIST_PER_HIT: int = env.int("SKETCHSEARCH_SHORTLIST_PER_HIT", default=20)
+# An index over the served sketch head ranks by class probabilities, so the images of the class a drawing is
+# recognised as all score ~1: the k hits a search shows are ordered by (1 - w) * score + w * the cosine of their base
+# backbone vectors (how alike the drawings look); the hits stay the class ranking's. 0.02 lets the look reorder only
+# hits whose scores differ by less than ~0.02, near-ties of the class decision; fixed by that rule, not tuned
+# (docs/relevance.md). 0 switches it off.
+SKETCHSEARCH_LOOK_WEIGHT: float = env.float("SKETCHSEARCH_LOOK_WEIGHT", default=0.02)
 # Load the active index and its CNN in a background thread when the process starts (`make run` sets it for
 # runserver; gunicorn workers warm up in post_fork instead).
 SKETCHSEARCH_WARM_UP_ON_START: bool = env.bool("SKETCHSEARCH_WARM_UP_ON_START", default=False)

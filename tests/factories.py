@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,6 +43,22 @@ class TinyBackbone:
         blocks = grey.reshape(len(images), 8, 4, 8, 4).mean(axis=(2, 4)).reshape(len(images), 64)
         norms = np.linalg.norm(blocks, axis=1, keepdims=True)
         return (blocks / np.where(norms == 0, 1, norms)).astype(np.float32)
+
+
+def make_sketch_head_file(*, classes: int, meta: dict[str, object] | None = None) -> Path:
+    """A tiny sketch head over the tiny backbone, written to MEDIA_ROOT/heads/h.npz (again on each call)."""
+    from django.conf import settings as django_settings
+
+    from indexing.features.sketch_head import HeadRecipe, TrainingSet, fit_sketch_head, save_head
+
+    vectors = np.random.default_rng(classes).standard_normal((30, TinyBackbone.dim)).astype(np.float32)
+    names = [f"c{c}" for c in range(classes)]
+    data = TrainingSet(vectors, np.arange(30) % classes, np.array(names), np.ones(30, np.float32))
+    head = fit_sketch_head(data, HeadRecipe(hidden=(8,), epochs=1, members=1))
+    path = Path(django_settings.MEDIA_ROOT) / "heads" / "h.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_head(head, path, classes=names, meta={"backbone": "tiny", "classes": classes, **(meta or {})})
+    return path
 
 
 def tiny_backbone_factory(weights: str, **_: object) -> TinyBackbone:

@@ -418,16 +418,17 @@ class HeadBackbone:
         """
         return self.embed_features(self.base.embed(images))
 
-    def embed_and_classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def embed_and_classify(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Embed images and, for a classifier head, predict their class probabilities from the same base pass.
 
         Args:
             images: ``uint8`` ``(n, input_size, input_size, 3)``.
 
         Returns:
-            ``(vectors, probabilities)``: as :meth:`embed`, and ``float32`` ``(n, num_classes)`` softmax rows in
-            the order of the training classes, or ``None`` when the head has no class output.
+            ``(vectors, probabilities, features)``: as :meth:`embed`; ``float32`` ``(n, num_classes)`` softmax rows
+            in the order of the training classes, or ``None`` when the head has no class output; and the base's
+            own vectors (what a base Feature row of these images holds).
         """
         features = np.asarray(self.base.embed(images), dtype=np.float32)
         probabilities = self._classify(features).numpy() if self._classify is not None else None
-        return self.embed_features(features), probabilities
+        return self.embed_features(features), probabilities, features

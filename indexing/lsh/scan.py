@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["as_unit_float32", "cosine_top_k", "normalize", "rerank", "row_scores"]
+__all__ = ["as_unit_float32", "cosine_top_k", "look_tie_break", "normalize", "rerank", "row_scores"]
 
 # Rows whose norm is within this of 1 (or exactly 0) count as already normalised.
 _UNIT_TOLERANCE = 1e-4
@@ -186,3 +186,40 @@ def rerank(
     scores = row_scores(matrix, candidate_rows, query)
     rows, top_scores = _top_k_rows(scores[np.newaxis, :], candidate_rows[np.newaxis, :], top_k)
     return rows[0], top_scores[0]
+
+
+def look_tie_break(
+    ids: np.ndarray, scores: np.ndarray, looks: np.ndarray, weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-order ranked hits by ``(1 - weight) * score + weight * look``, best first (ties by ascending id).
+
+    For an index whose vectors are class probabilities (the served sketch head), every image of the class a
+    drawing is recognised as scores about 1, so their order says nothing. ``looks`` is a second similarity of the
+    same hits (the backbone cosine: how alike the drawings look); a small ``weight`` orders the near-ties by it
+    while a hit can overtake another only if their scores differ by less than ``weight / (1 - weight)`` times the
+    difference of their looks. A NaN look (no second vector for that hit) counts as the hit's own score, so that
+    hit keeps its score.
+
+    Args:
+        ids: int ``(c,)`` hit ids.
+        scores: ``(c,)`` first similarities.
+        looks: ``(c,)`` second similarities, NaN where unknown.
+        weight: In ``[0, 1)``; 0 leaves the scores as they are (re-ordered by score, then id).
+
+    Returns:
+        ``(ids, blended scores)`` as int64 and float32, best first.
+
+    Raises:
+        ValueError: Mismatched lengths or a weight outside ``[0, 1)``.
+    """
+    ids = np.asarray(ids, dtype=np.int64).ravel()
+    scores = np.asarray(scores, dtype=np.float32).ravel()
+    looks = np.asarray(looks, dtype=np.float32).ravel()
+    if not ids.shape == scores.shape == looks.shape:
+        raise ValueError(f"ids {ids.shape}, scores {scores.shape} and looks {looks.shape} must have one length")
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"weight must be in [0, 1), got {weight}")
+    looks = np.where(np.isnan(looks), scores, looks)
+    blended = ((1.0 - weight) * scores + weight * looks).astype(np.float32)
+    order = np.lexsort((ids, -blended))
+    return ids[order], blended[order]

@@ -3,13 +3,14 @@
 The service resolves the index and embeds the query; the core (:meth:`indexing.lsh.index.LshIndex.candidates`)
 looks up its buckets; the service filters the candidates (label, domain, the query image itself), optionally cuts
 them down to ``SKETCHSEARCH_RERANK_CANDIDATES`` by the Hamming distance of their sign codes, re-ranks by exact cosine
-on the version's mapped vectors (and on the images added since its build) and reads the metadata of the top k.
+on the version's mapped vectors (and on the images added since its build), reads the metadata of the top k and,
+where the index is over the served sketch head, orders them by how alike the drawings look (:func:`look_base`).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,10 +21,10 @@ from indexing.features.preprocess import QUERY_DECODE_SIDE, is_blank, load_image
 from indexing.features.sketch_head import PHOTO_CLASS
 from indexing.features.vectors import vector_from_bytes
 from indexing.lsh.codes import shortlist
-from indexing.lsh.scan import row_scores
-from indexing.models import Collection, Feature, Image, LSHIndex
+from indexing.lsh.scan import look_tie_break, row_scores
+from indexing.models import Collection, Extractor, Feature, Image, LSHIndex
 from indexing.selectors import images_meta, index_get_default
-from indexing.services.backbones import extractor_backbone, extractor_thins_strokes
+from indexing.services.backbones import SKETCH_HEAD, extractor_backbone, extractor_thins_strokes
 from indexing.serving import LoadedIndex, index_cache
 
 MAX_TOP_K = 500
@@ -113,6 +114,47 @@ SCAN_BLOCK = 65536  # rows scored per matrix product by an exact scan
 SHORTLIST_FLOOR = 100  # the fewest candidates an int8 first pass keeps for the exact re-rank
 
 
+def look_base(extractor: Extractor) -> str | None:
+    """The base extractor whose vectors order an index's hits by look, or None (no look tie-break).
+
+    The served sketch head retrieves by class probabilities, so every image of the class a drawing is recognised
+    as scores about 1; its base backbone's cosine (stored as the base extractor's Feature rows, and computed by
+    the same CNN pass for a drawn query) orders the k hits shown (``SKETCHSEARCH_LOOK_WEIGHT``, 0 to switch it off).
+    """
+    if extractor.head != SKETCH_HEAD or settings.SKETCHSEARCH_LOOK_WEIGHT <= 0:
+        return None
+    base = (extractor.details or {}).get("base_extractor")
+    return str(base) if base else None
+
+
+def _base_vectors(base: str, ids: list[int]) -> dict[int, np.ndarray]:
+    """The stored vectors of ``ids`` by the extractor named ``base`` (those that have one)."""
+    rows = Feature.objects.filter(extractor__name=base, image_id__in=ids).values_list("image_id", "vector")
+    return {image_id: vector_from_bytes(vector) for image_id, vector in rows}
+
+
+def _look_ordered(base: str | None, look: list[np.ndarray], hits: list[SearchHit]) -> list[SearchHit]:
+    """The hits re-ordered by :func:`~indexing.lsh.scan.look_tie_break`, with its blended scores.
+
+    The same hits the class ranking found, in the order of how alike they look (unchanged without a look).
+    """
+    if base is None or not look or not hits:
+        return hits
+    query = look[0]
+    stored = _base_vectors(base, [hit.image_id for hit in hits])
+    looks = np.full(len(hits), np.nan, dtype=np.float32)
+    for position, hit in enumerate(hits):
+        vector = stored.get(hit.image_id)
+        if vector is not None and vector.shape == query.shape:
+            looks[position] = float(vector @ query)
+    ids = np.array([hit.image_id for hit in hits], dtype=np.int64)
+    ordered, scores = look_tie_break(
+        ids, np.array([hit.score for hit in hits]), looks, settings.SKETCHSEARCH_LOOK_WEIGHT
+    )
+    by_id = {hit.image_id: hit for hit in hits}
+    return [replace(by_id[int(i)], score=float(score)) for i, score in zip(ordered, scores, strict=True)]
+
+
 def _stored_vector(loaded: LoadedIndex, image_id: int) -> np.ndarray | None:
     """A stored image's vector: added since the build, in the version's file, or its Feature row."""
     rows, _ = loaded.additions.rows(np.array([image_id], dtype=np.int64))
@@ -132,11 +174,19 @@ def query_vector(
     image_id: int | None,
     clock: _Clock | None = None,
     predictions: list[Prediction] | None = None,
+    look: list[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """The query's L2-normalised vector: an uploaded sketch is embedded; a stored image reuses its vector."""
+    """The query's L2-normalised vector: an uploaded sketch is embedded; a stored image reuses its vector.
+
+    ``look``, when given, receives the query's base vector for the look tie-break (:func:`look_base`): the base
+    pass of an uploaded sketch, or a stored image's base Feature row (nothing when it has none).
+    """
+    base = look_base(loaded.index.extractor) if look is not None else None
     if image_id is not None:
         stored_vector = _stored_vector(loaded, image_id)
         if stored_vector is not None:
+            if base is not None and look is not None:
+                look.extend(_base_vectors(base, [image_id]).values())
             return stored_vector
         stored = Image.objects.filter(pk=image_id).first()
         if stored is None:
@@ -162,16 +212,24 @@ def query_vector(
     pixels = preprocess_sketch(decoded, backbone.input_size, thin=extractor_thins_strokes(loaded.index.extractor))
     if clock:
         clock.lap("preprocess")
-    return _embed(loaded, backbone, pixels, clock, predictions)
+    return _embed(loaded, backbone, pixels, clock, predictions, look if base is not None else None)
 
 
 def _embed(
-    loaded: LoadedIndex, backbone: Any, pixels: np.ndarray, clock: _Clock | None, predictions: list[Prediction] | None
+    loaded: LoadedIndex,
+    backbone: Any,
+    pixels: np.ndarray,
+    clock: _Clock | None,
+    predictions: list[Prediction] | None,
+    look: list[np.ndarray] | None,
 ) -> np.ndarray:
     classes = (loaded.index.extractor.details or {}).get("classes")
-    if predictions is not None and classes and hasattr(backbone, "embed_and_classify"):
-        vectors, probabilities = backbone.embed_and_classify(pixels[np.newaxis])
-        if probabilities is not None and probabilities.shape[1] == len(classes):
+    wanted = predictions is not None and classes or look is not None
+    if wanted and hasattr(backbone, "embed_and_classify"):
+        vectors, probabilities, features = backbone.embed_and_classify(pixels[np.newaxis])
+        if look is not None:
+            look.append(np.asarray(features[0], dtype=np.float32))
+        if predictions is not None and classes and probabilities is not None and probabilities.shape[1] == len(classes):
             drawable = [i for i in np.argsort(-probabilities[0]) if classes[i] != PHOTO_CLASS]  # not a drawn class
             top = drawable[:PREDICTIONS]
             predictions.extend(Prediction(label=str(classes[i]), score=float(probabilities[0, i])) for i in top)
@@ -338,7 +396,11 @@ def sketch_search(
     loaded.refresh()
     clock.lap("load")
     predictions: list[Prediction] = []
-    vector = query_vector(loaded=loaded, image=image, image_id=image_id, clock=clock, predictions=predictions)
+    base = look_base(resolved.extractor)
+    look: list[np.ndarray] = []
+    vector = query_vector(
+        loaded=loaded, image=image, image_id=image_id, clock=clock, predictions=predictions, look=look
+    )
     n = loaded.size
     if scan:
         pool, with_repeats, used = _pool_of(loaded, None), n, resolved.probes if probes is None else probes
@@ -366,6 +428,9 @@ def sketch_search(
     if len(hits) < top_k and ids.shape[0] < pool.size:  # most of the best were deleted since: rank them all exactly
         hits = _hydrated(*_ranked(loaded, pool, vector, scan=scan), top_k)
     clock.lap("fetch")
+    if base is not None:
+        hits = _look_ordered(base, look, hits)
+        clock.lap("look")
     return SearchResult(
         hits=hits,
         index=resolved,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.protocols import expand_queries, lsh_scores, scan_scores, tuned_index
+from evaluation.protocols import Look, expand_queries, lsh_scores, scan_scores, tuned_index
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -19,10 +19,16 @@ def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     return unit(queries), query_labels, unit(gallery), labels
 
 
-def _brute(queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, labels: np.ndarray) -> tuple:
+def _brute(
+    queries: np.ndarray, query_labels: np.ndarray, gallery: np.ndarray, labels: np.ndarray, look: Look | None = None
+) -> tuple:
     aps, p10, hit1 = [], [], []
-    for q, label in zip(queries, query_labels, strict=True):
+    for number, (q, label) in enumerate(zip(queries, query_labels, strict=True)):
         order = sorted(range(len(gallery)), key=lambda g: (-float(q @ gallery[g]), g))
+        if look is not None:  # the first `depth` by the blend written out, then the rest as they were
+            w, own = look.weight, look.queries[number]
+            blend = {g: (1 - w) * float(q @ gallery[g]) + w * float(own @ look.gallery[g]) for g in order[: look.depth]}
+            order = sorted(blend, key=lambda g: (-blend[g], g)) + order[look.depth :]
         relevant = [labels[g] == label for g in order]
         hits = np.cumsum(relevant)
         aps.append(sum(hits[i] / (i + 1) for i, r in enumerate(relevant) if r) / sum(relevant))
@@ -69,3 +75,19 @@ def test_a_candidate_floor_probes_further_as_a_served_search_does() -> None:
     floored = lsh_scores(index, 0, queries, query_labels, labels, min_candidates=60)
     assert floored.candidates >= 60  # every query probed on until 60 candidates (all 120 can be reached)
     assert floored.candidates >= plain.candidates
+
+
+def test_the_look_tie_break_scores_as_brute_force_through_the_scan_and_the_index() -> None:
+    queries, query_labels, gallery, labels = _data(3)
+    second_queries, _, second_gallery, _ = _data(4)  # another space, standing in for the base vectors
+    look = Look(second_queries, second_gallery, weight=0.5, depth=15)
+
+    scan = scan_scores(queries, query_labels, gallery, labels, look=look)
+    plain = scan_scores(queries, query_labels, gallery, labels)
+    index, _ = tuned_index(gallery, target_recall=0.9)
+    everything = lsh_scores(index, index.family.max_probes, queries, query_labels, labels, depth=120, look=look)
+
+    expected = _brute(queries, query_labels, gallery, labels, look)
+    assert (scan.map, scan.p10, scan.hit1) == pytest.approx(expected)
+    assert (everything.map, everything.p10, everything.hit1) == pytest.approx(expected)
+    assert (scan.map, scan.p10) != pytest.approx((plain.map, plain.p10))  # the look did re-order

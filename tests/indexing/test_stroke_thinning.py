@@ -17,7 +17,7 @@ from PIL import ImageDraw
 from indexing.features.pipeline import prepare_image
 from indexing.features.vectors import vector_from_bytes
 from indexing.models import Extractor, Feature
-from tests.factories import TinyBackbone, make_collection, make_image, use_tiny_backbone
+from tests.factories import TinyBackbone, make_collection, make_image, make_sketch_head_file, use_tiny_backbone
 
 pytestmark = pytest.mark.django_db
 
@@ -111,29 +111,13 @@ def test_a_drawn_query_is_thinned_as_the_index_was(tmp_path: Path) -> None:
     assert sketch_search(image=png, index=index.pk, top_k=3).hits  # and the whole served path runs
 
 
-def _head_file(*, classes: int, meta: dict[str, object] | None = None) -> Path:
-    """A tiny sketch head over the tiny backbone, written to MEDIA_ROOT/heads/h.npz (again on each call)."""
-    from django.conf import settings as django_settings
-
-    from indexing.features.sketch_head import HeadRecipe, TrainingSet, fit_sketch_head, save_head
-
-    vectors = np.random.default_rng(classes).standard_normal((30, TinyBackbone.dim)).astype(np.float32)
-    names = [f"c{c}" for c in range(classes)]
-    data = TrainingSet(vectors, np.arange(30) % classes, np.array(names), np.ones(30, np.float32))
-    head = fit_sketch_head(data, HeadRecipe(hidden=(8,), epochs=1, members=1))
-    path = Path(django_settings.MEDIA_ROOT) / "heads" / "h.npz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_head(head, path, classes=names, meta={"backbone": "tiny", "classes": classes, **(meta or {})})
-    return path
-
-
 @pytest.mark.parametrize("thin", [True, False])
 def test_a_head_file_trained_on_thinned_strokes_maps_the_thin_base(thin: bool) -> None:
     from indexing.services.backbones import extractor_thins_strokes
     from indexing.services.extraction import collection_extract_features
     from indexing.services.served_heads import sketch_extractor_get_or_create
 
-    path = _head_file(classes=2, meta={"sketch_thin": thin})
+    path = make_sketch_head_file(classes=2, meta={"sketch_thin": thin})
 
     extractor = sketch_extractor_get_or_create(path=path, name="drawn")
     base = Extractor.objects.get(name=extractor.details["base_extractor"])
@@ -161,12 +145,12 @@ def test_a_replaced_head_retires_the_indexes_built_on_its_old_vectors() -> None:
 
     collection = make_collection()
     images = [make_image(collection, seed=seed, label=f"c{seed % 2}") for seed in range(6)]
-    path = _head_file(classes=2)
+    path = make_sketch_head_file(classes=2)
     extractor = sketch_extractor_get_or_create(path=path, name="drawn")
     collection_extract_features(collection=collection, extractor=extractor)
     old = index_build(extractor=extractor, collections=[collection], family="binary", num_tables=2, hashes_per_table=4)
 
-    _head_file(classes=3)  # retrained with one more class: 3-d vectors where the index holds 2-d ones
+    make_sketch_head_file(classes=3)  # retrained with one more class: 3-d vectors where the index holds 2-d ones
     extractor = sketch_extractor_get_or_create(path=path, name="drawn")
     old.refresh_from_db()
     assert (old.is_active, old.status) == (False, LSHIndex.Status.RETIRED)
@@ -187,13 +171,13 @@ def test_the_shipped_heads_row_of_an_earlier_release_is_renamed_and_refilled() -
 
     collection = make_collection()
     make_image(collection, seed=1)
-    path = _head_file(classes=2)
+    path = make_sketch_head_file(classes=2)
     legacy = sketch_extractor_get_or_create(path=path, name=LEGACY_SKETCH_EXTRACTORS[0])
     Extractor.objects.filter(pk=legacy.pk).update(weights="shipped")  # as the shipped file made it
     collection_extract_features(collection=collection, extractor=legacy)
     assert Feature.objects.filter(extractor=legacy).count() == 1
 
-    _head_file(classes=3)  # the new release's head
+    make_sketch_head_file(classes=3)  # the new release's head
     row = sketch_extractor_get_or_create(path=path, name=SKETCH_EXTRACTOR)
     assert (row.pk, row.name, row.output_dim) == (legacy.pk, SKETCH_EXTRACTOR, 3)
     assert not Extractor.objects.filter(name__in=LEGACY_SKETCH_EXTRACTORS).exists()

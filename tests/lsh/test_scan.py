@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from indexing.lsh import scan
-from indexing.lsh.scan import as_unit_float32, cosine_top_k, normalize, rerank, row_scores
+from indexing.lsh.scan import as_unit_float32, cosine_top_k, look_tie_break, normalize, rerank, row_scores
 
 
 def _brute_force(matrix: np.ndarray, queries: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -101,3 +101,45 @@ def test_row_scores_equal_the_gathered_product(
     for source in (compact, np.load(tmp_path / "c.npy", mmap_mode="r")):
         expected = compact[rows].astype(np.float64) @ query
         np.testing.assert_allclose(row_scores(source, rows, query), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_look_tie_break_equals_sorting_by_the_blend() -> None:
+    rng = np.random.default_rng(3)
+    ids = rng.permutation(200).astype(np.int64)
+    scores = rng.uniform(0.9, 1.0, 200).astype(np.float32)
+    scores[:50] = 0.999  # exact ties
+    looks = rng.uniform(0.0, 1.0, 200).astype(np.float32)
+    looks[::17] = np.nan  # no second vector
+
+    got_ids, got_scores = look_tie_break(ids, scores, looks, 0.05)
+
+    # Oracle: Python's sort on (-blend, id), the blend written out per hit in float64.
+    blend = {
+        int(i): float(s) if np.isnan(lk) else 0.95 * float(s) + 0.05 * float(lk)
+        for i, s, lk in zip(ids, scores, looks, strict=True)
+    }
+    expected = sorted(blend, key=lambda i: (-blend[i], i))
+    assert got_ids.tolist() == expected
+    np.testing.assert_allclose(got_scores, [blend[i] for i in expected], atol=1e-6)
+
+
+def test_look_tie_break_orders_near_ties_only() -> None:
+    ids = np.array([1, 2, 3, 4])
+    scores = np.array([1.0, 0.999, 0.998, 0.7])
+    looks = np.array([0.2, 0.9, 0.5, 1.0])
+
+    got_ids, _ = look_tie_break(ids, scores, looks, 0.02)
+    plain_ids, plain_scores = look_tie_break(ids, scores, looks, 0.0)
+
+    assert got_ids.tolist() == [2, 3, 1, 4]  # the three near-ties by look; 0.7 stays last whatever its look
+    assert plain_ids.tolist() == [1, 2, 3, 4]
+    np.testing.assert_array_equal(plain_scores, scores.astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    ("lengths", "weight", "message"),
+    [((3, 3, 2), 0.1, "one length"), ((2, 2, 2), 1.0, r"\[0, 1\)"), ((2, 2, 2), -0.1, r"\[0, 1\)")],
+)
+def test_look_tie_break_rejects_bad_arguments(lengths: tuple[int, int, int], weight: float, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        look_tie_break(np.arange(lengths[0]), np.ones(lengths[1]), np.ones(lengths[2]), weight)

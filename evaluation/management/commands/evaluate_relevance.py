@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from evaluation.models import EvaluationRun
 from evaluation.protocol_maths import label_key
-from evaluation.protocols import Scores, lsh_scores, scan_scores, tuned_index
+from evaluation.protocols import Look, Scores, lsh_scores, scan_scores, tuned_index
 from evaluation.reports import markdown_table
 from indexing.features.sketch_head import CUTS, FOLDS, RETRIEVAL_LAYER, HeadRecipe, TrainingSet, fit_sketch_head
 from indexing.features.training import head_embed
@@ -25,6 +25,15 @@ from indexing.services.sketch_views import (
 )
 
 FLOOR = settings.SKETCHSEARCH_MIN_CANDIDATES  # "through the served default index": as a served search probes
+K = 10  # the hits a protocol scores (p@10), as many as a served search asks for here
+
+
+def _look(queries: np.ndarray, gallery: np.ndarray) -> Look | None:
+    """The served look tie-break over the base vectors (None when SKETCHSEARCH_LOOK_WEIGHT switches it off)."""
+    weight = float(settings.SKETCHSEARCH_LOOK_WEIGHT)
+    return Look(queries, gallery, weight, K) if weight > 0 else None  # a search orders the k hits it shows
+
+
 TU_TEST_PER_CLASS = 20  # the paper's 60/20 split: the last 20 sketches of each class by id
 
 
@@ -44,7 +53,8 @@ class Command(BaseCommand):
         "for (1) Quick, Draw! validation folds against the TU-Berlin gallery, whole and cut after 25/50/75% of the "
         "strokes, (2) sketchy-125 sketches of the shared classes against TU-Berlin (head trained on its train "
         "split), (3) TU-Berlin test sketches against its train split with the photos as distractors; each beside "
-        "the frozen backbone without a head. Stored as an evaluation run."
+        "the frozen backbone without a head. The head's rankings are ordered by look as a served search orders them "
+        "(SKETCHSEARCH_LOOK_WEIGHT), and the index also without it. Stored as an evaluation run."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -137,12 +147,19 @@ class Command(BaseCommand):
             for stage, view in stages.items():
                 queries, labels = views.views[view][held], views.labels[held]
                 served = embed(queries)
+                look = _look(queries, gallery)
                 per_fold.setdefault(f"head, scan, {stage}", []).append(
-                    scan_scores(served, labels, served_gallery, gallery_labels)
+                    scan_scores(served, labels, served_gallery, gallery_labels, look=look)
                 )
                 per_fold.setdefault(f"head, index, {stage}", []).append(
-                    lsh_scores(index, tuning.chosen.probes, served, labels, gallery_labels, min_candidates=FLOOR)
+                    lsh_scores(
+                        index, tuning.chosen.probes, served, labels, gallery_labels, min_candidates=FLOOR, look=look
+                    )
                 )
+                if stage == "whole":
+                    per_fold.setdefault(f"head, index, look off, {stage}", []).append(
+                        lsh_scores(index, tuning.chosen.probes, served, labels, gallery_labels, min_candidates=FLOOR)
+                    )
                 per_fold.setdefault(f"head, scan + alpha-QE, {stage}", []).append(
                     scan_scores(served, labels, served_gallery, gallery_labels, expansion=5)
                 )
@@ -178,11 +195,18 @@ class Command(BaseCommand):
         served_gallery = embed(gallery)
         index, tuning = tuned_index(served_gallery)
         served = embed(vectors[keep])
+        look = _look(vectors[keep], gallery)
         rows = [
             _row("no head, scan", scan_scores(vectors[keep], keyed[keep], gallery, gallery_labels)),
-            _row("head, scan", scan_scores(served, keyed[keep], served_gallery, gallery_labels)),
+            _row("head, scan", scan_scores(served, keyed[keep], served_gallery, gallery_labels, look=look)),
             _row(
                 "head, index",
+                lsh_scores(
+                    index, tuning.chosen.probes, served, keyed[keep], gallery_labels, min_candidates=FLOOR, look=look
+                ),
+            ),
+            _row(
+                "head, index, look off",
                 lsh_scores(index, tuning.chosen.probes, served, keyed[keep], gallery_labels, min_candidates=FLOOR),
             ),
             _row(
@@ -200,23 +224,46 @@ class Command(BaseCommand):
             photos, kind="photo", cache=cache / "photo-vectors.npz", label_of=lambda p: "", backbone=backbone
         )
         train, test = tu & ~tu_test, tu_test
+        base_gallery = np.concatenate([views.views["plain"][train], photo_vectors])
+        look_of_head = _look(views.views["plain"][test], base_gallery)
         rows = []
         for name, transform in (("no head", lambda x: x), ("head", embed)):
             gallery = np.concatenate([transform(views.views["plain"][train]), transform(photo_vectors)])
             labels = np.concatenate([views.labels[train], np.full(len(photo_vectors), "")])
             queries = transform(views.views["plain"][test])
-            scan = scan_scores(queries, views.labels[test], gallery, labels)
-            top = np.argsort(-(queries @ gallery.T), axis=1)[:, :10]
+            look = look_of_head if name == "head" else None
+            scan = scan_scores(queries, views.labels[test], gallery, labels, look=look)
+            similarities = queries @ gallery.T
+            top = np.argsort(-similarities, axis=1, kind="stable")
+            if look is not None:
+                top = np.stack([look.reorder(q, row, similarities[q, row]) for q, row in enumerate(top)])
+            top = top[:, :10]
             row = _row(f"{name}, scan", scan) | {"photos in top 10": round(float((top >= train.sum()).mean()), 4)}
             rows.append(row)
             if name == "head":
                 index, tuning = tuned_index(gallery)
                 returned: list[np.ndarray] = []
                 indexed = lsh_scores(
-                    index, tuning.chosen.probes, queries, views.labels[test], labels, min_candidates=FLOOR, top=returned
+                    index,
+                    tuning.chosen.probes,
+                    queries,
+                    views.labels[test],
+                    labels,
+                    min_candidates=FLOOR,
+                    top=returned,
+                    look=look,
                 )
                 share = float(np.mean([(ids >= train.sum()).mean() if len(ids) else 0.0 for ids in returned]))
                 rows.append(_row("head, index", indexed) | {"photos in top 10": round(share, 4)})
+                rows.append(
+                    _row(
+                        "head, index, look off",
+                        lsh_scores(
+                            index, tuning.chosen.probes, queries, views.labels[test], labels, min_candidates=FLOOR
+                        ),
+                    )
+                    | {"photos in top 10": "-"}
+                )
                 rows.append(
                     _row(
                         "head, scan + alpha-QE", scan_scores(queries, views.labels[test], gallery, labels, expansion=5)

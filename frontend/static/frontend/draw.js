@@ -457,7 +457,7 @@
       meta.className = "result-meta";
       const score = document.createElement("span");
       score.textContent = formatScore(hit.score);
-      score.title = "cosine similarity";
+      score.title = "similarity: the cosine of the index's vectors (over the sketch head, near-ties ordered by how alike the drawings look)";
       const source = document.createElement("span");
       source.textContent = hit.collection;
       source.title = hit.collection;
