@@ -6,8 +6,9 @@ scores about 1 and their order says little. The search orders the k hits it show
 has what measures that order: each of its sketches was drawn from one photo, by 5-8 people per photo, so the other
 sketches of the same photo (same pose, same view) are the ones that look like it. Each of the 3,125 sketches is a
 query against the 3,124 others, with the served vectors (the shipped head over ``mobilenet_v1v2``, thinned
-strokes) and the served ranking functions (``indexing.lsh.scan.look_tie_break``, exact scan, k = 10), in memory;
-``tests/search/test_look_tiebreak.py`` checks that the served search ranks as these functions do.
+strokes) and the served ranking function (``indexing.lsh.scan.look_tie_break``, through ``evaluation.protocols.Look``
+as ``evaluate_relevance`` applies it; exact scan, k = 10), in memory; ``tests/search/test_look_tiebreak.py`` checks
+that the served search ranks as this function does.
 
 Printed per group: the 26 Sketchy classes that are gallery classes the head was trained on (TU-Berlin-40, never
 on Sketchy) and the other 99, which the head does not know. Same photo: mAP (over the whole ranking), p@5 and hit@1
@@ -55,11 +56,11 @@ def main() -> None:
 
     from evaluation.metrics import average_precision_from_ranking
     from evaluation.protocol_maths import label_key
+    from evaluation.protocols import Look
     from indexing.features.backbones import load_backbone
     from indexing.features.heads import HeadBackbone
     from indexing.features.preprocess import load_image, preprocess_sketch
     from indexing.features.sketch_head import RETRIEVAL_LAYER, SHIPPED_HEAD, load_head_file, tu_berlin_files
-    from indexing.lsh.scan import look_tie_break
 
     weight = float(settings.SKETCHSEARCH_LOOK_WEIGHT)
     head, classes, meta = load_head_file(SHIPPED_HEAD)
@@ -89,22 +90,17 @@ def main() -> None:
     shared = np.array([c in known for c in sketch_class])
     margin = K  # a search orders the k hits it shows
 
-    def ranked(
-        q_vec: np.ndarray, q_look: np.ndarray, g_vec: np.ndarray, g_look: np.ndarray, w: float, skip: int | None
-    ):
-        scores = g_vec @ q_vec
+    def ranked(q: int, g_vec: np.ndarray, g_look: np.ndarray, w: float, skip: int | None) -> np.ndarray:
+        scores = g_vec @ vectors[q]
         if skip is not None:
             scores[skip] = -np.inf
         order = np.lexsort((np.arange(len(scores)), -scores))[: len(scores) - (skip is not None)]
-        if w > 0:
-            head_ids, _ = look_tie_break(order[:margin], scores[order[:margin]], g_look[order[:margin]] @ q_look, w)
-            order = np.concatenate([head_ids, order[margin:]])
-        return order
+        return Look(looks, g_look, w, margin).reorder(q, order, scores[order]) if w > 0 else order
 
     def within(mask: np.ndarray, w: float) -> dict[str, float]:
         aps, p5, hit1, p10 = [], [], [], []
         for q in np.flatnonzero(mask):
-            order = ranked(vectors[q], looks[q], vectors, looks, w, int(q))
+            order = ranked(int(q), vectors, looks, w, int(q))
             same = photo[order] == photo[q]
             aps.append(average_precision_from_ranking(same[np.newaxis], np.array([max(int(same.sum()), 1)]))[0])
             p5.append(same[:5].mean())
@@ -131,8 +127,7 @@ def main() -> None:
         g_class = np.array([label_key(c) for _, c in tu])
         for w in (0.0, weight):
             rel = [
-                g_class[ranked(vectors[q], looks[q], g_vec, g_look, w, None)[:10]] == sketch_class[q]
-                for q in np.flatnonzero(shared)
+                g_class[ranked(int(q), g_vec, g_look, w, None)[:10]] == sketch_class[q] for q in np.flatnonzero(shared)
             ]
             cross[w] = (float(np.mean([r.mean() for r in rel])), float(np.mean([r[0] for r in rel])))
         print(

@@ -136,12 +136,13 @@ def scan_scores(
     aps, p10, hit1 = [], [], []
     for start in range(0, len(queries), BLOCK):
         block = queries[start : start + BLOCK]
-        order = np.argsort(-(block @ gallery.T), axis=1, kind="stable")
+        similarities = block @ gallery.T
+        order = np.argsort(-similarities, axis=1, kind="stable")
         if expansion:
             block = expand_queries(block, gallery, order[:, :expansion])
-            order = np.argsort(-(block @ gallery.T), axis=1, kind="stable")
-        if look is not None:
             similarities = block @ gallery.T
+            order = np.argsort(-similarities, axis=1, kind="stable")
+        if look is not None:
             for row in range(len(block)):
                 order[row] = look.reorder(start + row, order[row], similarities[row, order[row]])
         relevant = gallery_labels[order] == query_labels[start : start + BLOCK, np.newaxis]
