@@ -17,8 +17,9 @@ $(VENV)/.runtime-stamp: requirements.txt | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.dev-stamp: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+$(VENV)/.dev-stamp: requirements.txt requirements-dev.txt requirements-nodeps.txt | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt
 	touch $@ $(VENV)/.runtime-stamp
 
 venv: $(VENV)/.runtime-stamp

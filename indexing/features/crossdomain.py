@@ -45,7 +45,7 @@ __all__ = [
 
 # Extractor.head of a served joint embedding, and what its photo branch was trained on (how photos are prepared).
 JOINT_HEAD = "joint"
-PHOTO_INPUTS = ("photo", "edges")
+PHOTO_INPUTS = ("photo", "edges", "hed")
 
 # The photos are scaled so that their longer side is this many pixels before edge detection: the edges' density
 # then does not depend on the source resolution (Sketchy photos are 192 px here, canvas sketches 256-512 px).
@@ -418,8 +418,8 @@ class JointBackbone:
 
     ``embed(images)`` = sketch branch (drawn queries, sketch collections); :meth:`for_kind` gives the photo side
     (``photo_branch(base(photo))``) for photo collections, so sketches and photos land in one space and one index.
-    ``photo_input`` says how photos are prepared before the base: ``"photo"`` (centre crop) or ``"edges"`` (edge
-    map, see :func:`photo_to_edges`), as during training.
+    ``photo_input`` says how photos are prepared before the base: ``"photo"`` (centre crop), ``"edges"`` (edge
+    map, see :func:`photo_to_edges`) or ``"hed"`` (HED's contours, ``hed.photo_to_hed_edges``), as during training.
     """
 
     def __init__(
@@ -439,7 +439,7 @@ class JointBackbone:
             sketch_branch: Sketch side of the head.
             photo_branch: Photo side of the head.
             name: Name reported (the Extractor's name).
-            photo_input: ``"photo"`` or ``"edges"``.
+            photo_input: One of ``PHOTO_INPUTS``.
             weights: Origin recorded for the wrapper.
 
         Raises:
@@ -501,12 +501,12 @@ class JointBackbone:
         return self.embed_features(self.base.embed(images), "photo")
 
     def for_kind(self, kind: str) -> Backbone:
-        """The backbone that embeds images of one kind: ``"sketch"`` -> self, ``"photo"``/``"edges"`` -> photo side."""
+        """The backbone that embeds images of one kind: ``"sketch"`` -> self, a photo input -> the photo side."""
         if kind == "sketch":
             return self
         if kind in PHOTO_INPUTS:
             return _PhotoSide(self)
-        raise ValueError(f"kind must be 'sketch', 'photo' or 'edges', got {kind!r}")
+        raise ValueError(f"kind must be 'sketch' or one of {', '.join(PHOTO_INPUTS)}, got {kind!r}")
 
 
 class _PhotoSide:

