@@ -10,6 +10,10 @@ factory plus one registry line (or a :func:`register_backbone` call). The shippe
 - ``mobilenet_v1v2``: that MobileNetV1 and the shipped, quantised MobileNetV2 1.0/224 ImageNet classifier's pooled
   features (TFLite, 1280-d, read before its logits), side by side (2304-d): the served sketch head's base, as it
   found the class of strangers' drawings more often than MobileNetV1 alone (docs/relevance.md).
+- ``mobilenet_v1_float`` / ``mobilenet_v2_float``: the same two shipped models rebuilt as float Keras models from
+  their TFLite graphs (:mod:`indexing.features.tflite_float`: dequantised weights, same layers), so their blocks
+  can be fine-tuned (``train_extractor --strategy two-blocks | all``); their vectors are the TFLite ones up to the
+  8-bit rounding of the activations (cosine ~0.99).
 - ``inception_v3``: Keras InceptionV3 without its classifier, global average pooled (2048-d), the paper's
   backbone. Its ImageNet weights come from the Keras cache, a local weights file, or (for timing
   only) random initialisation with ``weights="none"``.
@@ -240,6 +244,19 @@ def _mobilenet_v1v2(
     return ConcatBackbone("mobilenet_v1v2", parts, weights=weights)
 
 
+def _mobilenet_float(
+    name: str, filename: str, until: str | None, weights: str, *, input_size: int | None, jit_compile: bool, **_: Any
+) -> KerasBackbone:
+    from indexing.features.tflite_float import TFLITE_FLOAT_SCALING, float_model_from_tflite
+
+    path = SHIPPED_WEIGHTS_DIR / filename if weights == "shipped" else Path(weights)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"{name} needs its TFLite model file: not found: {path}")
+    model = float_model_from_tflite(path, until=until, input_size=input_size or 224, name=name)
+    scale, offset = TFLITE_FLOAT_SCALING
+    return KerasBackbone(name, model, weights=weights, scale=scale, offset=offset, jit_compile=jit_compile)
+
+
 def _darknet_tiny(weights: str, *, input_size: int | None, jit_compile: bool, **_: Any) -> KerasBackbone:
     folder = DARKNET_TINY_DIR if weights == "shared" else Path(weights)
     manifest = folder / "model.json"
@@ -259,7 +276,9 @@ DARKNET_TINY_SCALING = (1.0 / 255.0, 0.0)
 
 # The single registry of backbones: a new backbone is its factory plus one line here (or a register_backbone call).
 # cut_layer: InceptionV3's mixed9 and mixed10 read mixed8; Darknet-Tiny's last two stages (conv 7-10 and conv
-# 11-14) follow its third max pooling.
+# 11-14) follow its third max pooling; MobileNetV1's last two blocks (Conv2d_12, Conv2d_13) read Conv2d_11's
+# pointwise output, MobileNetV2's (expanded_conv_15, expanded_conv_16 and the 1x1 Conv_1) block 14's sum.
+# The float MobileNets see pixels / 128 - 1 (tflite_float.TFLITE_FLOAT_SCALING: their uint8 input quantisation).
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
@@ -270,6 +289,20 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec(
             "mobilenet_v1v2", _mobilenet_v1v2, 224, 2304, "shipped",
             "MobileNetV1 1024-d + MobileNetV2 1280-d ImageNet pooled features, quantised TFLite, 2304-d (offline)",
+        ),
+        BackboneSpec(
+            "mobilenet_v1_float", functools.partial(_mobilenet_float, "mobilenet_v1_float", MOBILENET_V1_FILE, None),
+            224, 1024, "shipped",
+            "MobileNetV1 1.0/224 ImageNet rebuilt as float Keras from the shipped TFLite, 1024-d (fine-tunable)",
+            pixel_scaling=(1.0 / 128.0, -1.0), cut_layer="Conv2d_11_pointwise",
+        ),
+        BackboneSpec(
+            "mobilenet_v2_float",
+            functools.partial(_mobilenet_float, "mobilenet_v2_float", MOBILENET_V2_FILE, MOBILENET_V2_FEATURES),
+            224, 1280, "shipped",
+            "MobileNetV2 1.0/224 ImageNet pooled features rebuilt as float Keras from the shipped TFLite, 1280-d "
+            "(fine-tunable)",
+            pixel_scaling=(1.0 / 128.0, -1.0), cut_layer="expanded_conv_14_add",
         ),
         BackboneSpec(
             "inception_v3", _inception_v3, 299, 2048, "imagenet",

@@ -95,6 +95,7 @@ def test_evaluate_cross_domain_reports_both_baselines_and_the_joint_head(tiny_wo
     assert "| photo | unseen | split's classes | 6 | 3 |" in output
     assert "| photo | seen | split's classes | 8 | 12 |" in output
     assert (tmp_path / "cross.md").read_text().count("| joint-photo |") == 4
+    assert "--methods photo edges joint-photo`" in (tmp_path / "cross.md").read_text()  # the command as run
     assert not Extractor.objects.filter(head=JOINT_HEAD).exists()  # nothing stored unless asked
 
 

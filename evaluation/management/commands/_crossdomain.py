@@ -79,7 +79,8 @@ def handle_cross_domain(command: BaseCommand, options: dict[str, Any]) -> None:
     out.write_text(
         "# Cross-domain search (sketch -> photo)\n\n"
         f"Command: `manage.py evaluate --cross-domain --root {root} --extractor {backbone} "
-        f"--epochs {options['epochs']} --seed {options['seed']}`\n\n{table}\nSetup:\n```\n{setup}\n```\n\n"
+        f"--epochs {options['epochs']} --seed {options['seed']} --methods {' '.join(methods)}`\n\n{table}\nSetup:\n"
+        f"```\n{setup}\n```\n\n"
         f"Per-epoch training losses:\n```\n{losses}\n```\n"
     )
     command.stdout.write(f"written {out}")
