@@ -39,6 +39,7 @@ import numpy as np
 
 from indexing.features.darknet import build_darknet_tiny
 from indexing.features.runtimes import ConcatBackbone, KerasBackbone, TFLiteBackbone, WeightsUnavailableError
+from indexing.features.tflite_float import TFLITE_FLOAT_SCALING
 from indexing.features.vectors import l2_normalize
 
 __all__ = [
@@ -247,7 +248,7 @@ def _mobilenet_v1v2(
 def _mobilenet_float(
     name: str, filename: str, until: str | None, weights: str, *, input_size: int | None, jit_compile: bool, **_: Any
 ) -> KerasBackbone:
-    from indexing.features.tflite_float import TFLITE_FLOAT_SCALING, float_model_from_tflite
+    from indexing.features.tflite_float import float_model_from_tflite
 
     path = SHIPPED_WEIGHTS_DIR / filename if weights == "shipped" else Path(weights)
     if not path.is_file():
@@ -278,7 +279,7 @@ DARKNET_TINY_SCALING = (1.0 / 255.0, 0.0)
 # cut_layer: InceptionV3's mixed9 and mixed10 read mixed8; Darknet-Tiny's last two stages (conv 7-10 and conv
 # 11-14) follow its third max pooling; MobileNetV1's last two blocks (Conv2d_12, Conv2d_13) read Conv2d_11's
 # pointwise output, MobileNetV2's (expanded_conv_15, expanded_conv_16 and the 1x1 Conv_1) block 14's sum.
-# The float MobileNets see pixels / 128 - 1 (tflite_float.TFLITE_FLOAT_SCALING: their uint8 input quantisation).
+# The float MobileNets see pixels / 128 - 1 (TFLITE_FLOAT_SCALING: their uint8 input quantisation).
 BACKBONES: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
@@ -294,7 +295,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             "mobilenet_v1_float", functools.partial(_mobilenet_float, "mobilenet_v1_float", MOBILENET_V1_FILE, None),
             224, 1024, "shipped",
             "MobileNetV1 1.0/224 ImageNet rebuilt as float Keras from the shipped TFLite, 1024-d (fine-tunable)",
-            pixel_scaling=(1.0 / 128.0, -1.0), cut_layer="Conv2d_11_pointwise",
+            pixel_scaling=TFLITE_FLOAT_SCALING, cut_layer="Conv2d_11_pointwise",
         ),
         BackboneSpec(
             "mobilenet_v2_float",
@@ -302,7 +303,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             224, 1280, "shipped",
             "MobileNetV2 1.0/224 ImageNet pooled features rebuilt as float Keras from the shipped TFLite, 1280-d "
             "(fine-tunable)",
-            pixel_scaling=(1.0 / 128.0, -1.0), cut_layer="expanded_conv_14_add",
+            pixel_scaling=TFLITE_FLOAT_SCALING, cut_layer="expanded_conv_14_add",
         ),
         BackboneSpec(
             "inception_v3", _inception_v3, 299, 2048, "imagenet",
