@@ -128,8 +128,12 @@ def photo_views(count: int) -> np.ndarray:
     return np.stack([preprocess_photo(crop, 224) for crop in crops])
 
 
-def build_models(num_classes: int, strategy: str, seed: int) -> dict[str, Any]:
-    """The float pair (pixels -> [V1 | V2] / sqrt 2), its trainable part, and a fresh served-recipe head."""
+def build_models(num_classes: int, seed: int) -> dict[str, Any]:
+    """The float pair (pixels -> front -> [V1 | V2] / sqrt 2) and a fresh served-recipe head on it.
+
+    ``front`` is what the two-blocks strategy keeps frozen (V1's pooled vector, V2's cut activation) and
+    ``base_tail`` what it trains (V2's last blocks); ``whole`` chains them with the head, sharing every layer.
+    """
     import keras
 
     from indexing.features.backbones import load_backbone
@@ -153,17 +157,8 @@ def build_models(num_classes: int, strategy: str, seed: int) -> dict[str, Any]:
     base_tail = keras.Model([v1_in, cut_in], keras.layers.Rescaling(2**-0.5)(pair), name="pair_tail")
     recipe = HeadRecipe(members=1, seed=seed)
     head = build_sketch_head(2304, num_classes, recipe)
-    # The whole network (``all``): pixels -> front -> pair tail -> head, sharing every layer.
     whole = keras.Model(pixels, head(base_tail(front(pixels))), name="whole")
-    trainable = v2_tail if strategy == "two-blocks" else whole
-    return {
-        "front": front,
-        "base_tail": base_tail,
-        "head": head,
-        "whole": whole,
-        "trainable": trainable,
-        "recipe": recipe,
-    }
+    return {"front": front, "base_tail": base_tail, "head": head, "whole": whole, "recipe": recipe}
 
 
 def predict(model: Any, inputs: Any, batch: int = 64) -> Any:
@@ -209,7 +204,7 @@ def run_fold(fold: int, items: Items, args: argparse.Namespace, photos: np.ndarr
     ).astype(np.float32)
     classes = np.unique(row_labels)
     targets = np.searchsorted(classes, row_labels)
-    models = build_models(len(classes), args.strategy, args.seed)
+    models = build_models(len(classes), args.seed)
     recipe = models["recipe"]
     front_out = predict(models["front"], images)
     base = predict(models["base_tail"], front_out)
@@ -217,24 +212,31 @@ def run_fold(fold: int, items: Items, args: argparse.Namespace, photos: np.ndarr
     head.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate), loss="sparse_categorical_crossentropy")
     head.fit(base, targets, sample_weight=weights, epochs=args.head_epochs, batch_size=recipe.batch_size, verbose=0)
 
+    # The gallery (TU-Berlin's plain views, the first rows of ``images``) and the queries, as front activations:
+    # the front is frozen until an ``all`` phase 2 trains it.
     gallery_images = plain[: len(all_tu)]
+    gallery_front = [part[: len(all_tu)] for part in front_out]
     queries = {
         name: render(items, tu=all_tu[:0], qd=query_qd, cut=c, rng=None) for name, c in (("whole", 1.0), ("50%", 0.5))
     }
+    query_fronts = {name: predict(models["front"], q) for name, q in queries.items()}
     q_labels = items.qd_labels[query_qd]
 
-    def measure() -> dict[str, tuple[float, float]]:
-        gallery = predict(models["whole"], gallery_images)
-        return {
-            name: metrics(predict(models["whole"], q), q_labels, gallery, items.tu_labels)
-            for name, q in queries.items()
-        }
+    def classify(fronts: list[np.ndarray]) -> np.ndarray:
+        return predict(head, predict(models["base_tail"], fronts))
 
-    out: dict[str, Any] = {"fold": fold, "frozen": measure(), "train_rows": len(images)}
+    def measure(*, front_trained: bool) -> dict[str, tuple[float, float]]:
+        if front_trained:  # the front changed: run every image through the whole network again
+            gallery = predict(models["whole"], gallery_images)
+            found = {name: predict(models["whole"], q) for name, q in queries.items()}
+        else:
+            gallery = classify(gallery_front)
+            found = {name: classify(fronts) for name, fronts in query_fronts.items()}
+        return {name: metrics(found[name], q_labels, gallery, items.tu_labels) for name in queries}
+
+    out: dict[str, Any] = {"fold": fold, "frozen": measure(front_trained=False), "train_rows": len(images)}
     started = time.perf_counter()
     if args.epochs:
-        trainable = models["trainable"]
-        trainable.trainable = True
         if args.strategy == "two-blocks":
             model = keras.Model(models["base_tail"].inputs, head(models["base_tail"].outputs[0]))
             model.compile(optimizer=keras.optimizers.Adam(args.lr), loss="sparse_categorical_crossentropy")
@@ -251,7 +253,7 @@ def run_fold(fold: int, items: Items, args: argparse.Namespace, photos: np.ndarr
                 epoch_targets = np.searchsorted(classes, np.concatenate([labels, [PHOTO_CLASS] * len(photos)]))
                 model.fit(epoch_images, epoch_targets, epochs=1, batch_size=args.batch_size, verbose=0)
     out["fine_tune_s"] = round(time.perf_counter() - started, 1)
-    out["fine_tuned"] = measure()
+    out["fine_tuned"] = measure(front_trained=args.strategy == "all" and args.epochs > 0)
     return out
 
 

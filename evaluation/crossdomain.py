@@ -47,13 +47,11 @@ __all__ = [
 
 METHODS = ("photo", "edges", "joint-photo", "joint-edges", "hed", "joint-hed")
 DEFAULT_METHODS = METHODS[:4]
-# How each method's gallery photos are prepared before the backbone (an ``ImageKind``).
-GALLERY_KIND = {"photo": "photo", "edges": "edges", "hed": "hed"}
 
 
 def gallery_kind(method: str) -> str:
-    """The preparation of a method's photos: ``joint-hed`` -> ``"hed"``, ``photo`` -> ``"photo"``..."""
-    return GALLERY_KIND[method.removeprefix("joint-")]
+    """How a method's gallery photos are prepared (an ``ImageKind``): its name without ``joint-``."""
+    return method.removeprefix("joint-")
 
 
 @dataclass(frozen=True)

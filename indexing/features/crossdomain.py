@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from indexing.features.backbones import Backbone, l2_normalize
-from indexing.features.preprocess import to_display_mode
+from indexing.features.preprocess import scale_longer_side, to_display_mode
 
 if TYPE_CHECKING:
     import keras
@@ -143,11 +143,7 @@ def photo_to_edges(
         raise ValueError(f"high_quantile must be in (0, 1), got {high_quantile}")
     if not 0.0 < low_ratio <= 1.0:
         raise ValueError(f"low_ratio must be in (0, 1], got {low_ratio}")
-    gray = to_display_mode(img).convert("L")
-    scale = side / max(gray.size)
-    size = (max(1, round(gray.width * scale)), max(1, round(gray.height * scale)))
-    if size != gray.size:
-        gray = gray.resize(size, Image.Resampling.LANCZOS)
+    gray = scale_longer_side(to_display_mode(img).convert("L"), side)
     if sigma > 0:
         gray = gray.filter(ImageFilter.GaussianBlur(sigma))
     pixels = np.asarray(gray, dtype=np.float32)

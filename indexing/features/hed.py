@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from indexing.features.preprocess import thin_strokes, to_display_mode
+from indexing.features.preprocess import scale_longer_side, thin_strokes, to_display_mode
 
 __all__ = [
     "HED_REQUIREMENT",
@@ -90,14 +90,10 @@ def hed_probabilities(img: Image.Image, *, side: int = 192) -> np.ndarray:
     if side < 8:
         raise ValueError(f"side must be >= 8, got {side}")
     model = _load()
-    rgb = to_display_mode(img).convert("RGB")
-    scale = side / max(rgb.size)
-    size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
-    if size != rgb.size:
-        rgb = rgb.resize(size, Image.Resampling.LANCZOS)
+    rgb = scale_longer_side(to_display_mode(img).convert("RGB"), side)
     bgr = np.asarray(rgb, dtype=np.float32)[:, :, ::-1] - _CAFFE_BGR_MEAN
     out = model(bgr[None], training=False)
-    return np.clip(np.asarray(out, dtype=np.float32).reshape(size[1], size[0]), 0.0, 1.0)
+    return np.clip(np.asarray(out, dtype=np.float32).reshape(rgb.height, rgb.width), 0.0, 1.0)
 
 
 def _triangle_smooth(image: np.ndarray, radius: int) -> np.ndarray:

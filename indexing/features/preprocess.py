@@ -25,6 +25,7 @@ __all__ = [
     "load_image",
     "preprocess_photo",
     "preprocess_sketch",
+    "scale_longer_side",
     "thin_strokes",
     "to_display_mode",
 ]
@@ -193,6 +194,16 @@ def is_blank(img: Image.Image, *, tolerance: int = BLANK_TOLERANCE) -> bool:
         return True  # no pixel at all
     background = int(np.searchsorted(np.cumsum(counts), (counts.sum() + 1) // 2))  # the median grey level
     return max(background - int(present[0]), int(present[-1]) - background) <= tolerance
+
+
+def scale_longer_side(img: Image.Image, side: int) -> Image.Image:
+    """``img`` resized (Lanczos) so that its longer side is ``side`` pixels; itself when it already is.
+
+    Edge detection runs at this size, so an edge map's density does not depend on the source's resolution.
+    """
+    scale = side / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img if size == img.size else img.resize(size, Image.Resampling.LANCZOS)
 
 
 def to_display_mode(img: Image.Image) -> Image.Image:
